@@ -1,0 +1,54 @@
+"""Defaults every study config starts from (MNIST / LeNet-5, paper Section 3.3.1).
+
+Variants import `get_config()` from here and override fields. Fields every study has:
+`dataset`, `data_dir`, `profile` ('step' | 'linear' | 'exponential' | 'balanced'),
+`rhos`, `mus`, `methods`, `repetitions`, `iterations`, `batch_size`, `seed`.
+Tuple fields take Python tuple syntax on the command line:
+``--config.rhos='(100, 1000)' --config.mus='(0.5,)'``.
+"""
+
+import ml_collections
+
+PAPER_METHODS = (
+    "baseline", "oversampling", "undersampling", "two_phase_oversampling",
+    "two_phase_undersampling", "thresholding", "oversampling_thresholding",
+    "undersampling_thresholding")
+
+
+def get_config() -> ml_collections.ConfigDict:
+  c = ml_collections.ConfigDict()
+  # Data.
+  c.dataset = "mnist"
+  c.data_dir = ""               # local copy (IDX dir, CIFAR batches, image folder) or tfds dir
+  c.max_count = 5000            # cap per class before imbalancing (paper: 5000 for MNIST);
+  #                               0 = the smallest class of the training split
+  c.validation_fraction = 0.0   # held-out share of each training class (tau choice, LR choice)
+  # Imbalance grid.
+  c.profile = "step"
+  c.rhos = (10, 100, 1000)
+  c.mus = (0.5,)
+  c.minority = "random"         # 'random' (MNIST protocol) or 'lowest' (CIFAR-10 protocol)
+  c.repetitions = 1
+  c.methods = PAPER_METHODS
+  c.resample_ratios = (1.0,)    # Section 4.5 partial levels: imbalance left after resampling
+  # Model and optimisation (paper's MNIST settings).
+  c.model = "lenet5"
+  c.iterations = 10_000
+  c.batch_size = 64
+  c.base_lrs = (0.01,)
+  c.lr_repeats = 1              # CIFAR-10 protocol: 2 repeats per LR, best of all
+  c.selection = "test"          # how figures pick the best LR run: 'test' (paper) or 'validation'
+  c.schedule = "inv"
+  c.schedule_kwargs = ml_collections.ConfigDict({"gamma": 1e-4, "power": 0.75})
+  c.momentum = 0.9
+  c.weight_decay = 5e-4
+  # Execution.
+  c.population_size = 64        # phase-1 models per population group
+  c.chunk_steps = 500           # steps per compiled lax.scan call
+  c.eval_batch_size = 1000
+  c.conv_impl = "auto"          # 'auto' | 'xla' | 'im2col'
+  c.checkpoint_every = 0        # steps between Orbax checkpoints (0 = off; groups are the unit)
+  c.make_figures = True
+  c.verbose = True
+  c.seed = 0
+  return c

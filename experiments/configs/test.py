@@ -1,0 +1,16 @@
+"""A seconds-long config for tests: the quickstart shrunk (tiny grid, few steps)."""
+
+from experiments.configs import quickstart
+
+
+def get_config():
+  c = quickstart.get_config()
+  c.rhos = (10,)
+  c.mus = (0.5,)
+  c.repetitions = 2
+  c.iterations = 20
+  c.batch_size = 16
+  c.chunk_steps = 10
+  c.population_size = 6
+  c.verbose = False
+  return c

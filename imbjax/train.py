@@ -1,0 +1,546 @@
+"""The study driver: `train_and_evaluate(config, workdir)`.
+
+This module owns the wiring of a study: it expands a config into a grid of imbalance
+cases x methods x learning rates x repeats, splits the grid into population *groups*,
+trains each group as one population (`imbjax.population`), evaluates every model in one
+vmapped pass, scores it (`imbjax.metrics`, `imbjax.thresholding`) and writes the group's
+rows to the results store in one transaction (`imbjax.store`).
+
+Resume: every row has a stable `run_key` (a hash of what defines it); a group whose rows
+are all stored is skipped, so rerunning the same command after a crash finishes only the
+rest. A killed run loses at most the group in flight (plus, for long groups with
+``checkpoint_every``, only the steps since its last Orbax checkpoint).
+
+Randomness: every draw derives from ``config.seed`` by `jax.random.fold_in` with stable
+hashes of names (case, method, learning rate, repeat), never from a counter over the
+grid, so adding cases to a study leaves existing rows' numbers unchanged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import os
+import pathlib
+import time
+import zlib
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+import imbjax
+from imbjax import datasets
+from imbjax import imbalance
+from imbjax import losses
+from imbjax import methods as methods_lib
+from imbjax import metrics
+from imbjax import models
+from imbjax import population
+from imbjax import store as store_lib
+from imbjax import thresholding
+
+PROFILES = ("step", "linear", "exponential", "balanced")
+
+# Config fields whose change would make old and new rows incomparable; a rerun in the same
+# workdir must match them (the grid lists may grow: new rows simply add up).
+FINGERPRINT_FIELDS = ("dataset", "model", "max_count", "minority", "iterations",
+                      "batch_size", "seed", "schedule", "weight_decay", "momentum",
+                      "validation_fraction")
+
+
+def _hash32(*parts) -> int:
+  return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One imbalanced training subset: a profile, its parameters and a repetition."""
+  profile: str
+  rho: float
+  mu: float | None
+  repetition: int
+
+  @property
+  def name(self) -> str:
+    mu = "" if self.mu is None else f"_mu{self.mu:g}"
+    return f"{self.profile}_rho{self.rho:g}{mu}_rep{self.repetition}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """One trained network: a case, a training method, its resampling ratio and LR."""
+  case: Case
+  method: methods_lib.Method
+  ratio: float
+  base_lr: float
+  lr_repeat: int
+
+  @property
+  def source(self) -> "ModelSpec":
+    """The phase-1 model a phase-2 model continues."""
+    return dataclasses.replace(self, method=methods_lib.get(self.method.starts_from))
+
+  def key(self, seed: int) -> jax.Array:
+    base = jax.random.key(seed)
+    return jax.random.fold_in(base, _hash32(
+        self.case.name, self.method.name, f"{self.ratio:g}", f"{self.base_lr:g}",
+        self.lr_repeat))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+  """One results-store row: a (possibly evaluation-only) method on a trained model."""
+  method: methods_lib.Method
+  model: ModelSpec            # the trained model it scores
+
+  def run_key(self, config) -> str:
+    m = self.model
+    text = json.dumps([
+        config.dataset, config.model, m.case.profile, m.case.rho, m.case.mu,
+        m.case.repetition, self.method.name, m.ratio, m.base_lr, m.lr_repeat,
+        config.iterations, config.batch_size, config.seed], sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+# ----------------------------------------------------------------------------------------
+# The grid.
+
+
+def cases(config) -> list[Case]:
+  """The imbalance cases of a config, in a stable order."""
+  if config.profile not in PROFILES:
+    raise ValueError(f"unknown profile {config.profile!r}; known: {PROFILES}")
+  out = []
+  for rep in range(config.repetitions):
+    if config.profile == "balanced":
+      out.append(Case("balanced", 1.0, None, rep))
+      continue
+    for rho in config.rhos:
+      if config.profile == "step":
+        for mu in config.mus:
+          out.append(Case("step", float(rho), float(mu), rep))
+      else:
+        out.append(Case(config.profile, float(rho), None, rep))
+  return out
+
+
+def case_counts(config, case: Case, num_classes: int, max_count: int) -> np.ndarray:
+  """Per-class training counts of a case (the imbalance profile, paper eq. 1-2)."""
+  key = jax.random.fold_in(jax.random.key(config.seed), _hash32("counts", case.name))
+  if case.profile == "balanced":
+    return np.full(num_classes, max_count, np.int64)
+  if case.profile == "step":
+    return imbalance.step(num_classes, max_count, case.rho, case.mu,
+                          minority=config.minority, key=key)
+  if case.profile == "linear":
+    order = "ascending" if config.minority == "lowest" else "random"
+    return imbalance.linear(num_classes, max_count, case.rho, order=order, key=key)
+  return imbalance.exponential(num_classes, max_count, case.rho)
+
+
+def case_subset(config, case: Case, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+  key = jax.random.fold_in(jax.random.key(config.seed), _hash32("subset", case.name))
+  return np.asarray(imbalance.subsample(labels, counts, key))
+
+
+def model_specs(config, case: Case) -> tuple[list[ModelSpec], list[RowSpec]]:
+  """Trained models and stored rows of one case."""
+  requested = [methods_lib.get(n) for n in config.methods]
+  trained = methods_lib.closure(config.methods)
+  ratios = tuple(float(r) for r in config.resample_ratios)
+  specs, rows = [], []
+
+  def ratios_of(m):
+    # Partial levels apply to the resampling methods and everything built on them.
+    root = m
+    while root.starts_from or root.evaluates:
+      root = methods_lib.get(root.starts_from or root.evaluates)
+    return ratios if root.resamples else (1.0,)
+
+  for lr in config.base_lrs:
+    for rep in range(config.lr_repeats):
+      for m in trained:
+        for r in ratios_of(m):
+          specs.append(ModelSpec(case, m, r, float(lr), rep))
+      for m in requested:
+        trained_name = m.evaluates or m.name
+        for r in ratios_of(m):
+          rows.append(RowSpec(m, ModelSpec(case, methods_lib.get(trained_name), r,
+                                           float(lr), rep)))
+  return specs, rows
+
+
+@dataclasses.dataclass
+class Group:
+  """Cases trained together as one population."""
+  cases: list[Case]
+  group_id: str
+
+
+def groups(config, all_cases: Sequence[Case]) -> list[Group]:
+  """Splits the cases into groups of at most `population_size` phase-1 models."""
+  per_case = len([s for s in model_specs(config, all_cases[0])[0]
+                  if not s.method.is_phase2]) if all_cases else 1
+  cases_per_group = max(1, config.population_size // max(per_case, 1))
+  out = []
+  for i in range(0, len(all_cases), cases_per_group):
+    chunk = list(all_cases[i:i + cases_per_group])
+    gid = hashlib.sha1("|".join(c.name for c in chunk).encode()).hexdigest()[:12]
+    out.append(Group(chunk, gid))
+  return out
+
+
+# ----------------------------------------------------------------------------------------
+# Data.
+
+
+@dataclasses.dataclass
+class StudyData:
+  train: datasets.Dataset
+  test: datasets.Dataset
+  val: datasets.Dataset | None
+  max_count: int
+
+
+def load_data(config) -> StudyData:
+  """Loads the dataset, carves a validation split if asked, resolves max_count."""
+  splits = datasets.load_splits(config.dataset, data_dir=config.data_dir or None)
+  train, test = splits["train"], splits["test"]
+  val = None
+  if config.validation_fraction > 0:
+    key = jax.random.fold_in(jax.random.key(config.seed), _hash32("validation"))
+    counts = np.bincount(train.labels, minlength=train.num_classes)
+    n_val = np.maximum(1, np.round(counts * config.validation_fraction)).astype(int)
+    val_idx = np.asarray(imbalance.subsample(train.labels, n_val, key))
+    keep = np.setdiff1d(np.arange(len(train.labels)), val_idx)
+    val = dataclasses.replace(train, images=train.images[val_idx],
+                              labels=train.labels[val_idx])
+    train = dataclasses.replace(train, images=train.images[keep],
+                                labels=train.labels[keep])
+  min_count = int(np.bincount(train.labels, minlength=train.num_classes).min())
+  max_count = config.max_count or min_count
+  if max_count > min_count:
+    raise ValueError(
+        f"max_count={max_count} exceeds the smallest class of {config.dataset!r} "
+        f"({min_count} examples); use max_count <= {min_count}")
+  return StudyData(train, test, val, int(max_count))
+
+
+# ----------------------------------------------------------------------------------------
+# Scoring.
+
+
+def _softmax(logits):
+  return jax.nn.softmax(jnp.asarray(logits, jnp.float32), axis=-1)
+
+
+def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
+          num_classes: int, *, posthoc: str = "none", val=None) -> dict:
+  """Scores one model's test logits as a row's metrics.
+
+  Args:
+    logits: [N, C] test logits.
+    labels: [N] test labels.
+    counts: training class counts of the model's imbalanced subset (the prior is
+      estimated on the imbalanced set before sampling, Section 2.2).
+    num_classes: C.
+    posthoc: 'none', 'prior' (thresholding: the decision is argmax of p / prior),
+      'logit_adjust' (logits - tau log prior, tau chosen on `val`, default 1).
+    val: optional (val_logits, val_labels) for choosing tau.
+  """
+  prior = thresholding.class_prior(counts)
+  extra = {}
+  if posthoc == "logit_adjust":
+    tau = 1.0
+    if val is not None:
+      taus = np.linspace(0.0, 2.0, 9)
+      tau = float(losses.select_tau(val[0], val[1], prior, taus))
+    logits = losses.posthoc_logit_adjust(logits, prior, tau)
+    extra["tau"] = tau
+  probs = _softmax(logits)
+  thresholded = thresholding.apply_prior(probs, prior)
+  decision = thresholded if posthoc == "prior" else probs
+  preds = jnp.argmax(decision, -1)
+  labels_j = jnp.asarray(labels)
+  row = {
+      "auc": float(metrics.multiclass_roc_auc(probs, labels_j)),
+      "accuracy": float(metrics.accuracy(decision, labels_j)),
+      "thresholded_accuracy": float(metrics.accuracy(thresholded, labels_j)),
+      "balanced_accuracy": float(metrics.balanced_accuracy(preds, labels_j, num_classes)),
+      "per_class_recall": [float(x) for x in metrics.per_class_recall(
+          preds, labels_j, num_classes)],
+  }
+  extra["ece"] = float(metrics.expected_calibration_error(probs, labels_j))
+  shots = metrics.shot_accuracy(preds, labels_j, jnp.asarray(counts))
+  extra.update({k: float(v) for k, v in dict(shots).items()})
+  row["extra"] = extra
+  return row
+
+
+# ----------------------------------------------------------------------------------------
+# One group.
+
+
+def _trainer(config, data: StudyData) -> population.Trainer:
+  return population.Trainer(
+      model=config.model, num_classes=data.train.num_classes,
+      batch_size=config.batch_size, total_steps=config.iterations,
+      schedule=config.schedule,
+      schedule_kwargs=tuple(sorted(dict(config.schedule_kwargs).items())),
+      momentum=config.momentum, weight_decay=config.weight_decay,
+      conv_impl=config.conv_impl, input_shape=tuple(data.train.images.shape[1:]))
+
+
+class Progress:
+  """Prints done/total models, images per second and an ETA; writes TensorBoard scalars."""
+
+  def __init__(self, total_models: int, workdir: pathlib.Path | None, enabled=True):
+    self.total = total_models
+    self.done = 0
+    self.images = 0
+    self.start = time.time()
+    self.enabled = enabled
+    self._writer = None
+    self._workdir = workdir
+    self._step = 0
+
+  def scalars(self, values: dict):
+    self._step += 1
+    if self._workdir is None or not self.enabled:
+      return
+    try:
+      if self._writer is None:
+        import tensorflow as tf
+        tf.config.set_visible_devices([], "GPU")
+        self._writer = tf.summary.create_file_writer(str(self._workdir / "tensorboard"))
+      import tensorflow as tf
+      with self._writer.as_default(step=self._step):
+        for k, v in values.items():
+          tf.summary.scalar(k, float(v))
+      self._writer.flush()
+    except ImportError:  # TensorBoard scalars are optional.
+      pass
+
+  def line(self, models_in_flight: int, steps_frac: float) -> str:
+    elapsed = time.time() - self.start
+    rate = self.images / max(elapsed, 1e-9)
+    done = self.done + models_in_flight * steps_frac
+    eta = elapsed / max(done, 1e-9) * (self.total - done) if done else float("nan")
+    return (f"[{done:7.1f}/{self.total} models] {rate:,.0f} images/s, "
+            f"elapsed {elapsed:,.0f}s, ETA {eta:,.0f}s")
+
+
+def train_group(config, group: Group, data: StudyData, trainer: population.Trainer,
+                data_dev: population.TrainData, progress: Progress, workdir,
+                log=logging.info) -> list[dict]:
+  """Trains and evaluates one group; returns its rows (not yet written)."""
+  t0 = time.time()
+  num_classes = data.train.num_classes
+  labels = data.train.labels
+  per_case = {}
+  for case in group.cases:
+    counts = case_counts(config, case, num_classes, data.max_count)
+    subset = case_subset(config, case, labels, counts)
+    per_case[case] = (counts, subset)
+
+  specs, rows = [], []
+  for case in group.cases:
+    s, r = model_specs(config, case)
+    specs += s
+    rows += r
+  phase1 = [s for s in specs if not s.method.is_phase2]
+  phase2 = [s for s in specs if s.method.is_phase2]
+
+  n_dev = len(jax.devices())
+  mesh = population.model_mesh() if n_dev > 1 else None
+  test_images = population.place(data.test.images, mesh, replicated=True)
+  val_images = (population.place(data.val.images, mesh, replicated=True)
+                if data.val is not None else None)
+
+  def member(spec: ModelSpec, phase: int):
+    counts, subset = per_case[spec.case]
+    return methods_lib.make_member(
+        spec.method, subset=subset, labels=labels, num_classes=num_classes,
+        key=spec.key(config.seed), base_lr=spec.base_lr, ratio=spec.ratio,
+        total_steps=config.iterations, phase=phase)
+
+  def run(spec_list, phase, init_state=None):
+    members = population.stack_members([member(s, phase) for s in spec_list])
+    members, size = population.pad_population(members, n_dev)
+    members_dev = population.place(members, mesh)
+    if init_state is None:
+      state = population.init_population(trainer, members_dev)
+    else:
+      state = population.restart(trainer, init_state, members_dev)
+    ckpt = None
+    if config.checkpoint_every > 0:
+      ckpt = str(pathlib.Path(workdir).resolve() / "checkpoints" /
+                 f"{group.group_id}_phase{phase}")
+    curve = {"steps": [], "train_acc": [], "loss": []}
+    last = [0]
+
+    def on_chunk(step_done, m):
+      progress.images += trainer.batch_size * size * (step_done - last[0])
+      last[0] = step_done
+      curve["steps"].append(step_done)
+      curve["train_acc"].append(np.asarray(m["accuracy"])[:size].tolist())
+      curve["loss"].append(np.asarray(m["loss"])[:size].tolist())
+      progress.scalars({"loss_mean": float(np.nanmean(m["loss"][:size])),
+                        "train_accuracy_mean": float(np.nanmean(m["accuracy"][:size]))})
+      if config.verbose:
+        log(progress.line(size, step_done / config.iterations))
+
+    state = population.fit(trainer, state, members_dev, data_dev,
+                           num_steps=config.iterations, chunk_steps=config.chunk_steps,
+                           checkpoint_dir=ckpt, checkpoint_every=config.checkpoint_every,
+                           on_chunk=on_chunk)
+    logits = population.fetch(population.predict(
+        trainer, state, test_images, batch_size=config.eval_batch_size))[:size]
+    val_logits = None
+    if val_images is not None:
+      val_logits = population.fetch(population.predict(
+          trainer, state, val_images, batch_size=config.eval_batch_size))[:size]
+    diverged = population.fetch(state.diverged)[:size]
+    progress.done += size
+    return state, logits, val_logits, diverged, curve
+
+  outputs = {}
+  state1, logits1, val1, div1, curve1 = run(phase1, 1)
+  for i, s in enumerate(phase1):
+    outputs[s] = (logits1[i], None if val1 is None else val1[i], div1[i],
+                  [c[i] for c in curve1["train_acc"]], curve1["steps"])
+  if phase2:
+    index = {s: i for i, s in enumerate(phase1)}
+    src = np.array([index[s.source] for s in phase2])
+    src = np.concatenate([src, np.repeat(src[-1:], (-len(src)) % n_dev)])
+    init = jax.tree.map(lambda x: x[src], state1)
+    state2, logits2, val2, div2, curve2 = run(phase2, 2, init_state=init)
+    for i, s in enumerate(phase2):
+      outputs[s] = (logits2[i], None if val2 is None else val2[i],
+                    div2[i] | outputs[s.source][2],
+                    [c[i] for c in curve2["train_acc"]], curve2["steps"])
+
+  wall = (time.time() - t0) / max(len(specs), 1)
+  out_rows = []
+  for r in rows:
+    logits, val_logits, diverged, train_curve, steps = outputs[r.model]
+    counts, _ = per_case[r.model.case]
+    case = r.model.case
+    val = None
+    if val_logits is not None:
+      val = (val_logits, data.val.labels)
+    row = score(logits, data.test.labels, counts, num_classes, posthoc=r.method.posthoc,
+                val=val)
+    if val is not None:
+      row["val_auc"] = float(metrics.multiclass_roc_auc(_softmax(val_logits),
+                                                        jnp.asarray(data.val.labels)))
+    row["extra"].update({"curve_steps": steps, "train_acc": train_curve})
+    num_minority = None if case.mu is None else int(round(case.mu * num_classes))
+    minority = [int(c) for c in np.flatnonzero(counts < counts.max())]
+    row.update(
+        run_key=r.run_key(config), group_id=group.group_id, dataset=config.dataset,
+        model=config.model, profile=case.profile, rho=case.rho, mu=case.mu,
+        num_minority=num_minority, minority_classes=minority,
+        class_counts=[int(c) for c in counts], repetition=case.repetition,
+        seed=config.seed, method=r.method.name, resample_ratio=r.model.ratio,
+        base_lr=r.model.base_lr, lr_repeat=r.model.lr_repeat,
+        iterations=config.iterations, batch_size=config.batch_size,
+        status="diverged" if diverged else "ok", wall_time_s=wall)
+    out_rows.append(row)
+  return out_rows
+
+
+# ----------------------------------------------------------------------------------------
+# The study.
+
+
+def fingerprint(config) -> dict:
+  return {k: (list(v) if isinstance(v, tuple) else v)
+          for k, v in ((f, config.get(f)) for f in FINGERPRINT_FIELDS)}
+
+
+def validate_config(config) -> None:
+  """Refuses a config that cannot run, naming the field and what is accepted."""
+  for name in config.methods:
+    methods_lib.get(name)
+  if config.model not in models.names():
+    raise ValueError(f"unknown model {config.model!r}; known: {models.names()}")
+  if config.iterations <= 0 or config.batch_size <= 0:
+    raise ValueError(f"iterations and batch_size must be > 0, got {config.iterations}, "
+                     f"{config.batch_size}")
+  if config.repetitions <= 0 or config.lr_repeats <= 0:
+    raise ValueError("repetitions and lr_repeats must be >= 1")
+  if not config.base_lrs:
+    raise ValueError("base_lrs must list at least one learning rate")
+  if config.profile not in PROFILES:
+    raise ValueError(f"unknown profile {config.profile!r}; known: {PROFILES}")
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
+                       *, log=logging.info, stop_after_groups: int | None = None) -> dict:
+  """Runs a whole study; resumable.
+
+  Args:
+    config: a study config (see `experiments/configs/`).
+    workdir: where the results store, config, figures, checkpoints and TensorBoard
+      scalars go. Rerunning with the same workdir resumes.
+    log: where progress lines go.
+    stop_after_groups: stop after training this many groups (tests use it to simulate a
+      crash between groups).
+
+  Returns:
+    {'rows': rows written now, 'skipped_groups': n, 'trained_groups': n,
+     'total_groups': n, 'store': path}.
+  """
+  validate_config(config)
+  workdir = pathlib.Path(workdir)
+  workdir.mkdir(parents=True, exist_ok=True)
+  is_main = jax.process_index() == 0
+  store = store_lib.ResultsStore(workdir) if is_main else None
+  if store is not None:
+    store.check_config(fingerprint(config), version=imbjax.__version__)
+    (workdir / "study_config.json").write_text(config.to_json(indent=2))
+  done = store.done_keys() if store is not None else set()
+
+  data = load_data(config)
+  trainer = _trainer(config, data)
+  all_cases = cases(config)
+  all_groups = groups(config, all_cases)
+  todo = []
+  for g in all_groups:
+    keys = [r.run_key(config) for c in g.cases for r in model_specs(config, c)[1]]
+    if not all(k in done for k in keys):
+      todo.append(g)
+  n_models = sum(len(model_specs(config, c)[0]) for g in todo for c in g.cases)
+  log(f"study: {len(all_groups)} groups, {len(all_groups) - len(todo)} already done, "
+      f"{n_models} models to train on {len(jax.devices())} device(s)")
+
+  n_dev = len(jax.devices())
+  mesh = population.model_mesh() if n_dev > 1 else None
+  data_dev = population.place(
+      population.TrainData(images=data.train.images.astype(np.float32),
+                           labels=data.train.labels.astype(np.int32)), mesh,
+      replicated=True)
+  progress = Progress(n_models, workdir if is_main else None, enabled=is_main)
+  written = 0
+  trained = 0
+  for g in todo:
+    if stop_after_groups is not None and trained >= stop_after_groups:
+      break
+    rows = train_group(config, g, data, trainer, data_dev, progress, workdir, log=log)
+    trained += 1
+    if store is not None:
+      written += store.write_group(rows)
+      log(f"group {g.group_id} ({len(g.cases)} cases) stored; " +
+          progress.line(0, 0.0))
+  if store is not None:
+    store.export_csv()
+    store.close()
+  return {"rows": written, "skipped_groups": len(all_groups) - len(todo),
+          "trained_groups": trained, "total_groups": len(all_groups),
+          "store": str(workdir / store_lib.DB_NAME)}

@@ -1,0 +1,65 @@
+"""Subprocess worker for the sharding tests (device count is fixed when JAX starts).
+
+  python tests/population_worker.py OUT.npz [--distributed PORT NUM_PROCS PROC_ID]
+
+Trains a small fixed population twice: on the mesh of every device (sharded model axis)
+and, in single-process mode, unsharded on one device; saves the parameters of both.
+"""
+
+import sys
+
+import jax
+
+if "--distributed" in sys.argv:
+  i = sys.argv.index("--distributed")
+  port, nproc, pid = sys.argv[i + 1:i + 4]
+  jax.config.update("jax_cpu_collectives_implementation", "gloo")
+  jax.distributed.initialize(coordinator_address=f"127.0.0.1:{port}",
+                             num_processes=int(nproc), process_id=int(pid))
+
+import numpy as np  # noqa: E402
+
+from imbjax import population as pop  # noqa: E402
+
+
+def problem():
+  rng = np.random.default_rng(0)
+  images = rng.random((256, 28, 28, 1), dtype=np.float32)
+  labels = rng.integers(0, 10, 256).astype(np.int32)
+  trainer = pop.Trainer(batch_size=8, total_steps=6)
+  members = pop.stack_members([
+      pop.make_member(jax.random.key(i), np.arange(40 + 30 * i), 10,
+                      base_lr=0.01 * (i + 1), plan_labels=labels[:40 + 30 * i])
+      for i in range(3)])
+  return trainer, members, pop.TrainData(images, labels)
+
+
+def train(mesh):
+  trainer, members, data = problem()
+  members, size = pop.pad_population(members, len(mesh.devices.flat) if mesh else 1)
+  m = pop.place(members, mesh)
+  d = pop.place(data, mesh, replicated=True)
+  state = pop.init_population(trainer, m)
+  state, _ = pop.train_chunk(trainer, state, m, d, 6)
+  logits = pop.predict(trainer, state, d.images[:64], batch_size=32)
+  flat = {"/".join(str(k.key) for k in path): v for path, v in
+          jax.tree_util.tree_leaves_with_path(pop.fetch(state.params))}
+  flat = {k: v[:size] for k, v in flat.items()}
+  flat["logits"] = pop.fetch(logits)[:size]
+  return flat
+
+
+def main():
+  out = sys.argv[1]
+  sharded = train(pop.model_mesh())
+  result = {"sharded/" + k: v for k, v in sharded.items()}
+  result["num_devices"] = np.array(len(jax.devices()))
+  if "--distributed" not in sys.argv:
+    single = train(None)
+    result.update({"single/" + k: v for k, v in single.items()})
+  if jax.process_index() == 0:
+    np.savez(out, **result)
+
+
+if __name__ == "__main__":
+  main()

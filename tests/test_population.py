@@ -1,0 +1,199 @@
+"""Population engine: a population of P equals P separate runs; faults; sharding."""
+
+import os
+import pathlib
+import socket
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from imbjax import population as pop
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+N, C, B, STEPS = 256, 10, 8, 12
+
+
+@pytest.fixture(scope="module")
+def data():
+  rng = np.random.default_rng(0)
+  images = rng.random((N, 28, 28, 1), dtype=np.float32)
+  labels = rng.integers(0, C, N).astype(np.int32)
+  return pop.TrainData(jnp.asarray(images), jnp.asarray(labels))
+
+
+def _members(labels, specs):
+  out = []
+  for i, kw in enumerate(specs):
+    plan = np.sort(np.random.default_rng(i).choice(N, size=kw.pop("n", 60), replace=False))
+    plan = plan[np.argsort(labels[plan], kind="stable")]
+    out.append(pop.make_member(jax.random.key(100 + i), plan, C, plan_labels=labels[plan],
+                               **kw))
+  return out
+
+
+def _single_run(trainer, member, data, steps):
+  """The sequential reference: one model, a plain Python loop over a jitted step."""
+  state = jax.jit(pop.init_state, static_argnums=0)(trainer, member)
+  step = jax.jit(pop.train_step, static_argnums=0)
+  for _ in range(steps):
+    state, _ = step(trainer, state, member, data)
+  return state
+
+
+def _assert_tree_close(a, b, **kw):
+  for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)):
+    np.testing.assert_allclose(np.asarray(x), np.asarray(y), **kw)
+
+
+def test_population_equals_separate_runs(data):
+  """P models trained together == the same P models trained one at a time.
+
+  The members mix methods as data: plain CE, class weights, a logit offset with
+  focal loss, class-wise (class-balanced) sampling, and phase-2 output-only updates.
+  """
+  labels = np.asarray(data.labels)
+  trainer = pop.Trainer(batch_size=B, total_steps=STEPS)
+  specs = [
+      dict(base_lr=0.01),
+      dict(base_lr=0.01, n=100, class_weights=np.linspace(0.5, 2, C)),
+      dict(base_lr=0.005, logit_offset=np.linspace(-1, 1, C), focal_gamma=2.0),
+      dict(base_lr=0.01, classwise=True, probs_start=np.full(C, 0.1),
+           margin=np.full(C, 0.3), logit_scale=2.0),
+      dict(base_lr=0.01, output_only=True, n=30),
+  ]
+  members = _members(labels, specs)
+  stacked = pop.stack_members(members)
+  state = pop.init_population(trainer, stacked)
+  state, metrics = pop.train_chunk(trainer, state, stacked, data, STEPS)
+  assert metrics["loss"].shape == (len(specs),)
+  for i, m in enumerate(members):
+    # Pad the single member's plan like the stacked one (padding must not matter).
+    m = m.replace(plan=np.asarray(stacked.plan[i]))
+    ref = _single_run(trainer, m, data, STEPS)
+    _assert_tree_close(jax.tree.map(lambda x: x[i], state.params), ref.params,
+                       rtol=2e-5, atol=2e-6)
+  logits = pop.predict(trainer, state, data.images[:50], batch_size=25)
+  assert logits.shape == (len(specs), 50, C)
+
+
+def test_same_key_same_numbers_and_compiles_once(data):
+  labels = np.asarray(data.labels)
+  trainer = pop.Trainer(batch_size=B, total_steps=STEPS)
+  stacked = pop.stack_members(_members(labels, [dict(base_lr=0.01), dict(base_lr=0.02)]))
+  before = pop.TRACE_COUNT["train_chunk"]
+  results = []
+  for _ in range(2):
+    state = pop.init_population(trainer, stacked)
+    for _ in range(3):  # three chunks of one shape: one trace
+      state, _ = pop.train_chunk(trainer, state, stacked, data, 4)
+    results.append(state.params)
+  assert pop.TRACE_COUNT["train_chunk"] - before <= 1
+  _assert_tree_close(results[0], results[1], rtol=0, atol=0)
+
+
+def test_phase2_freezes_all_but_output_layers_bit_exactly(data):
+  labels = np.asarray(data.labels)
+  trainer = pop.Trainer(batch_size=B, total_steps=STEPS)
+  phase1 = pop.stack_members(_members(labels, [dict(base_lr=0.05)] * 2))
+  state = pop.init_population(trainer, phase1)
+  state, _ = pop.train_chunk(trainer, state, phase1, data, 5)
+  before = jax.tree.map(np.asarray, state.params)
+  phase2 = pop.stack_members(_members(labels, [dict(base_lr=0.005, output_only=True)] * 2))
+  state2 = pop.restart(trainer, state, phase2)
+  np.testing.assert_allclose(state2.opt_state.hyperparams["base_lr"], [0.005, 0.005])
+  state2, _ = pop.train_chunk(trainer, state2, phase2, data, 5)
+  after = jax.tree.map(np.asarray, state2.params)
+  for layer in before:
+    for name in before[layer]:
+      same = np.array_equal(before[layer][name].view(np.uint32),
+                            after[layer][name].view(np.uint32))
+      if layer in trainer.output_layers:
+        assert not same, f"output layer {layer}/{name} did not train"
+      else:
+        assert same, f"frozen layer {layer}/{name} changed"
+
+
+def test_diverging_model_is_flagged_and_does_not_poison_neighbours(data):
+  labels = np.asarray(data.labels)
+  trainer = pop.Trainer(batch_size=B, total_steps=STEPS)
+  good = _members(labels, [dict(base_lr=0.01), dict(base_lr=0.02)])
+  bad = _members(labels, [dict(base_lr=1e8)])[0]
+  with_bad = pop.stack_members([good[0], bad, good[1]])
+  without = pop.stack_members(good)
+  s1 = pop.init_population(trainer, with_bad)
+  s1, m1 = pop.train_chunk(trainer, s1, with_bad, data, STEPS)
+  s2 = pop.init_population(trainer, without)
+  s2, _ = pop.train_chunk(trainer, s2, without, data, STEPS)
+  np.testing.assert_array_equal(np.asarray(s1.diverged), [False, True, False])
+  assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(s1.params))
+  for i, j in [(0, 0), (2, 1)]:
+    _assert_tree_close(jax.tree.map(lambda x: x[i], s1.params),
+                       jax.tree.map(lambda x: x[j], s2.params), rtol=1e-6, atol=1e-7)
+
+
+def test_fit_checkpoints_and_resumes(data, tmp_path):
+  labels = np.asarray(data.labels)
+  trainer = pop.Trainer(batch_size=B, total_steps=STEPS)
+  members = pop.stack_members(_members(labels, [dict(base_lr=0.01), dict(base_lr=0.03)]))
+  full = pop.fit(trainer, pop.init_population(trainer, members), members, data,
+                 num_steps=8, chunk_steps=4)
+  ckpt = tmp_path / "ckpt"
+  # A run that "dies" after its first checkpoint at step 4 ...
+  pop.fit(trainer, pop.init_population(trainer, members), members, data, num_steps=4,
+          chunk_steps=4, checkpoint_dir=ckpt, checkpoint_every=4)
+  # ... and a rerun that restores it and finishes.
+  seen = []
+  resumed = pop.fit(trainer, pop.init_population(trainer, members), members, data,
+                    num_steps=8, chunk_steps=4, checkpoint_dir=ckpt, checkpoint_every=4,
+                    on_chunk=lambda s, m: seen.append(s))
+  assert seen == [8]
+  _assert_tree_close(resumed.params, full.params, rtol=1e-6, atol=1e-7)
+
+
+def _run_worker(args, env_extra, timeout=300):
+  env = dict(os.environ, **env_extra)
+  env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+  return subprocess.Popen([sys.executable, str(ROOT / "tests" / "population_worker.py"),
+                           *args], env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+
+
+def _check(proc, timeout=600):
+  out, _ = proc.communicate(timeout=timeout)
+  assert proc.returncode == 0, out
+
+
+def test_sharded_over_four_devices_equals_one_device(tmp_path):
+  out = tmp_path / "r.npz"
+  _check(_run_worker([str(out)], {"XLA_FLAGS": "--xla_force_host_platform_device_count=4",
+                                  "JAX_PLATFORMS": "cpu"}))
+  r = np.load(out)
+  assert int(r["num_devices"]) == 4
+  for k in r.files:
+    if k.startswith("sharded/"):
+      np.testing.assert_allclose(r[k], r["single/" + k[len("sharded/"):]],
+                                 rtol=2e-5, atol=2e-6)
+
+
+def test_two_processes_with_jax_distributed(tmp_path):
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+  ref = tmp_path / "ref.npz"
+  _check(_run_worker([str(ref)], {"JAX_PLATFORMS": "cpu"}))
+  out = tmp_path / "dist.npz"
+  env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  procs = [_run_worker([str(out), "--distributed", str(port), "2", str(i)], env)
+           for i in range(2)]
+  for p in procs:
+    _check(p)
+  r, single = np.load(out), np.load(ref)
+  assert int(r["num_devices"]) == 2
+  for k in r.files:
+    if k.startswith("sharded/"):
+      np.testing.assert_allclose(r[k], single["single/" + k[len("sharded/"):]],
+                                 rtol=2e-5, atol=2e-6)
