@@ -1,0 +1,47 @@
+"""LeNet-5 as in Buda et al. (2018), Table 2 (the MNIST network).
+
+conv 5x5 20 (valid) -> maxpool 2x2/2 -> conv 5x5 50 (valid) -> maxpool 2x2/2
+-> dense 500 -> ReLU -> dense num_classes. There is no nonlinearity after the
+convolutions: the table (like Caffe's `lenet_train_test.prototxt`) has none.
+431,080 parameters for 10 classes. Caffe "xavier" init (uniform, fan-in), zero biases.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from imbjax.models.layers import Conv, caffe_xavier, max_pool
+
+
+class LeNet5(nn.Module):
+  """LeNet-5 of Table 2; returns logits (N, num_classes).
+
+  Attributes:
+    num_classes: output classes.
+    conv_impl: 'xla' or 'im2col' (already resolved; see `imbjax.models.get`).
+    dtype: computation dtype.
+
+  Parameter tree: 'conv1', 'conv2', 'fc1', 'fc2' (output layer 'fc2').
+  """
+  num_classes: int = 10
+  conv_impl: str = 'xla'
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Args: x (N, H, W, C), e.g. (N, 28, 28, 1); train is unused (no dropout/BN)."""
+    del train
+    x = Conv(20, 5, impl=self.conv_impl, dtype=self.dtype, name='conv1')(x)
+    x = max_pool(x, 2, 2, self.conv_impl)
+    x = Conv(50, 5, impl=self.conv_impl, dtype=self.dtype, name='conv2')(x)
+    x = max_pool(x, 2, 2, self.conv_impl)
+    # Flattened in HWC order (Caffe flattens CHW); only matters for weight import.
+    x = x.reshape(x.shape[0], -1)
+    x = nn.Dense(500, kernel_init=caffe_xavier, dtype=self.dtype, name='fc1')(x)
+    x = nn.relu(x)
+    return nn.Dense(self.num_classes, kernel_init=caffe_xavier, dtype=self.dtype,
+                    name='fc2')(x)
