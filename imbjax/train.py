@@ -120,6 +120,12 @@ def cases(config) -> list[Case]:
     if config.profile == "balanced":
       out.append(Case("balanced", 1.0, None, rep))
       continue
+    if config.get("case_list"):
+      if config.profile != "step":
+        raise ValueError("case_list holds (rho, mu) pairs of step imbalance; "
+                         f"profile is {config.profile!r}")
+      out.extend(Case("step", float(rho), float(mu), rep) for rho, mu in config.case_list)
+      continue
     for rho in config.rhos:
       if config.profile == "step":
         for mu in config.mus:

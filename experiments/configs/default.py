@@ -27,6 +27,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.profile = "step"
   c.rhos = (10, 100, 1000)
   c.mus = (0.5,)
+  c.case_list = ()              # explicit ((rho, mu), ...) instead of the rhos x mus grid
   c.minority = "random"         # 'random' (MNIST protocol) or 'lowest' (CIFAR-10 protocol)
   c.repetitions = 1
   c.methods = PAPER_METHODS
