@@ -44,7 +44,7 @@ from imbjax import population
 from imbjax import store as store_lib
 from imbjax import thresholding
 
-PROFILES = ("step", "linear", "exponential", "balanced")
+PROFILES = ("step", "linear", "exponential", "balanced", "original")
 
 # Config fields whose change would make old and new rows incomparable; a rerun in the same
 # workdir must match them (the grid lists may grow: new rows simply add up).
@@ -117,8 +117,8 @@ def cases(config) -> list[Case]:
     raise ValueError(f"unknown profile {config.profile!r}; known: {PROFILES}")
   out = []
   for rep in range(config.repetitions):
-    if config.profile == "balanced":
-      out.append(Case("balanced", 1.0, None, rep))
+    if config.profile in ("balanced", "original"):
+      out.append(Case(config.profile, 1.0, None, rep))
       continue
     if config.get("case_list"):
       if config.profile != "step":
@@ -140,6 +140,8 @@ def case_counts(config, case: Case, num_classes: int, max_count: int) -> np.ndar
   key = jax.random.fold_in(jax.random.key(config.seed), _hash32("counts", case.name))
   if case.profile == "balanced":
     return np.full(num_classes, max_count, np.int64)
+  if case.profile == "original":
+    return None
   if case.profile == "step":
     return imbalance.step(num_classes, max_count, case.rho, case.mu,
                           minority=config.minority, key=key)
@@ -150,6 +152,8 @@ def case_counts(config, case: Case, num_classes: int, max_count: int) -> np.ndar
 
 
 def case_subset(config, case: Case, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+  if case.profile == "original":
+    return np.arange(len(labels))
   key = jax.random.fold_in(jax.random.key(config.seed), _hash32("subset", case.name))
   return np.asarray(imbalance.subsample(labels, counts, key))
 
@@ -230,7 +234,7 @@ def load_data(config) -> StudyData:
                                 labels=train.labels[keep])
   min_count = int(np.bincount(train.labels, minlength=train.num_classes).min())
   max_count = config.max_count or min_count
-  if max_count > min_count:
+  if max_count > min_count and config.profile != "original":
     raise ValueError(
         f"max_count={max_count} exceeds the smallest class of {config.dataset!r} "
         f"({min_count} examples); use max_count <= {min_count}")
@@ -256,12 +260,23 @@ def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
       estimated on the imbalanced set before sampling, Section 2.2).
     num_classes: C.
     posthoc: 'none', 'prior' (thresholding: the decision is argmax of p / prior),
-      'logit_adjust' (logits - tau log prior, tau chosen on `val`, default 1).
-    val: optional (val_logits, val_labels) for choosing tau.
+      'logit_adjust' (logits - tau log prior, tau chosen on `val`, default 1),
+      'tau_norm' (`logits` is then a dict tau -> (test_logits, val_logits) of the
+      tau-normalised classifier; tau chosen on `val` by accuracy, default 1).
+    val: optional (val_logits, val_labels) for choosing tau; for 'tau_norm' only the
+      validation labels are used.
   """
   prior = thresholding.class_prior(counts)
   extra = {}
-  if posthoc == "logit_adjust":
+  if posthoc == "tau_norm":
+    taus = sorted(logits)
+    tau = 1.0
+    if val is not None and all(logits[t][1] is not None for t in taus):
+      accs = [float(metrics.accuracy(logits[t][1], jnp.asarray(val[1]))) for t in taus]
+      tau = taus[int(np.argmax(accs))]
+    logits = logits[tau][0]
+    extra["tau"] = float(tau)
+  elif posthoc == "logit_adjust":
     tau = 1.0
     if val is not None:
       taus = np.linspace(0.0, 2.0, 9)
@@ -290,6 +305,32 @@ def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
 
 # ----------------------------------------------------------------------------------------
 # One group.
+
+TAU_NORM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+
+
+def _tau_norm_logits(config, trainer, state, test_images, val_images, size):
+  """Logits of every phase-1 model with its classifier tau-normalised, for a tau grid.
+
+  Kang et al. (2020): each class's weight vector of the last output layer becomes
+  w_c / ||w_c||^tau (bias kept). Returns {tau: (test_logits[P], val_logits[P] | None)}.
+  """
+  last = trainer.output_layers[-1]
+  out = {}
+  for tau in TAU_NORM_GRID:
+    params = dict(state.params)
+    layer = dict(params[last])
+    layer["kernel"] = jax.vmap(lambda k: losses.tau_normalize(k, tau))(layer["kernel"])
+    params[last] = layer
+    st = state.replace(params=params)
+    test = population.fetch(population.predict(
+        trainer, st, test_images, batch_size=config.eval_batch_size))[:size]
+    val = None
+    if val_images is not None:
+      val = population.fetch(population.predict(
+          trainer, st, val_images, batch_size=config.eval_batch_size))[:size]
+    out[tau] = (test, val)
+  return out
 
 
 def _trainer(config, data: StudyData) -> population.Trainer:
@@ -352,6 +393,8 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
   for case in group.cases:
     counts = case_counts(config, case, num_classes, data.max_count)
     subset = case_subset(config, case, labels, counts)
+    if counts is None:  # the original training set, as it comes
+      counts = np.bincount(labels[subset], minlength=num_classes)
     per_case[case] = (counts, subset)
 
   specs, rows = [], []
@@ -417,6 +460,10 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
 
   outputs = {}
   state1, logits1, val1, div1, curve1 = run(phase1, 1)
+  tau_logits = {}
+  if any(r.method.posthoc == "tau_norm" for r in rows):
+    tau_logits = _tau_norm_logits(config, trainer, state1, test_images, val_images,
+                                  len(phase1))
   for i, s in enumerate(phase1):
     outputs[s] = (logits1[i], None if val1 is None else val1[i], div1[i],
                   [c[i] for c in curve1["train_acc"]], curve1["steps"])
@@ -440,7 +487,12 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
     val = None
     if val_logits is not None:
       val = (val_logits, data.val.labels)
-    row = score(logits, data.test.labels, counts, num_classes, posthoc=r.method.posthoc,
+    scored = logits
+    if r.method.posthoc == "tau_norm":
+      i = phase1.index(r.model)
+      scored = {t: (lt[i], None if lv is None else lv[i]) for t, (lt, lv) in
+                tau_logits.items()}
+    row = score(scored, data.test.labels, counts, num_classes, posthoc=r.method.posthoc,
                 val=val)
     if val is not None:
       row["val_auc"] = float(metrics.multiclass_roc_auc(_softmax(val_logits),

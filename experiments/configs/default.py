@@ -1,7 +1,7 @@
 """Defaults every study config starts from (MNIST / LeNet-5, paper Section 3.3.1).
 
 Variants import `get_config()` from here and override fields. Fields every study has:
-`dataset`, `data_dir`, `profile` ('step' | 'linear' | 'exponential' | 'balanced'),
+`dataset`, `data_dir`, `profile` ('step' | 'linear' | 'exponential' | 'balanced' | 'original'),
 `rhos`, `mus`, `methods`, `repetitions`, `iterations`, `batch_size`, `seed`.
 Tuple fields take Python tuple syntax on the command line:
 ``--config.rhos='(100, 1000)' --config.mus='(0.5,)'``.
