@@ -468,18 +468,61 @@ def fetch(tree):
   return jax.tree.map(get, tree)
 
 
+def _train_chunk_streamed(trainer, state, members, images, labels):
+  TRACE_COUNT["train_chunk"] += 1
+  b = images.shape[2]
+  p = images.shape[1]
+  # Each model's batch arrives from the host: make it the model's whole "dataset" for the
+  # step, with a plan covering it once. The step is then the very same `train_step`.
+  members = members.replace(
+      plan=jnp.broadcast_to(jnp.arange(b, dtype=jnp.int32), (p, b)),
+      plan_len=jnp.full((p,), b, jnp.int32), classwise=jnp.zeros((p,), bool))
+  step_fn = jax.vmap(lambda s, m, x, y: train_step(trainer, s, m, TrainData(x, y)))
+
+  def body(carry, batch):
+    return step_fn(carry, members, *batch)
+
+  state, metrics = jax.lax.scan(body, state, (images, labels))
+  summary = {k: jnp.mean(v, axis=0) for k, v in metrics.items()}
+  summary["last_loss"] = metrics["loss"][-1]
+  return state, summary
+
+
+_train_chunk_streamed_jit = jax.jit(_train_chunk_streamed, static_argnums=0,
+                                    donate_argnums=(1,))
+
+
+def train_chunk_streamed(trainer: Trainer, state: TrainState, members: Member,
+                         images, labels) -> tuple[TrainState, dict]:
+  """Like `train_chunk`, for data that does not fit on the device.
+
+  Args:
+    images: [S, P, B, H, W, C]: S steps of one batch per model, streamed from the host
+      (`imbjax.datasets.streaming` applies each model's index plan and augmentation).
+    labels: [S, P, B].
+
+  Each step is `train_step` with the model's batch as its data: same update, loss
+  coefficients, phase-2 masking and divergence handling as the device-resident path.
+  Plans and class-wise sampling in `members` are ignored (the stream already applied them).
+  """
+  return _train_chunk_streamed_jit(trainer, state, members, images, labels)
+
+
 # ----------------------------------------------------------------------------------------
 # The loop: chunks of scanned steps, metrics between chunks, Orbax checkpoints.
 
 
-def fit(trainer: Trainer, state: TrainState, members: Member, data: TrainData, *,
+def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
         num_steps: int, chunk_steps: int = 500, checkpoint_dir=None,
         checkpoint_every: int = 0,
         on_chunk: Callable[[int, dict], None] | None = None) -> TrainState:
   """Trains a population for `num_steps` iterations, `chunk_steps` per compiled call.
 
   Args:
-    trainer, state, members, data: as for `train_chunk` (state is donated).
+    trainer, state, members: as for `train_chunk` (state is donated).
+    data: the device-resident `TrainData`, or, for streamed input, a function
+      ``data(first_step, num_steps) -> (images[S, P, B, ...], labels[S, P, B])``
+      giving the host batches of those steps (see `train_chunk_streamed`).
     num_steps: iterations to reach (counted from the state's current step, so a state
       restored from a checkpoint continues where it stopped).
     chunk_steps: steps per `lax.scan` call; metrics come to the host only between chunks.
@@ -506,7 +549,10 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data: TrainData, *
   last_saved = done
   while done < num_steps:
     n = min(chunk_steps, num_steps - done)
-    state, metrics = train_chunk(trainer, state, members, data, n)
+    if callable(data):
+      state, metrics = train_chunk_streamed(trainer, state, members, *data(done, n))
+    else:
+      state, metrics = train_chunk(trainer, state, members, data, n)
     done += n
     if on_chunk is not None:
       on_chunk(done, fetch(metrics))

@@ -26,7 +26,7 @@ import os
 import pathlib
 import time
 import zlib
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -211,14 +211,43 @@ def groups(config, all_cases: Sequence[Case]) -> list[Group]:
 
 @dataclasses.dataclass
 class StudyData:
-  train: datasets.Dataset
-  test: datasets.Dataset
+  """The splits of a study: in memory (`Dataset`) or, for streamed input, sources.
+
+  For ``config.input == 'stream'``, `train`/`test` are `datasets.streaming.Source`s (their
+  `labels` are known up front, so the imbalanced subsets and plans are built the same way)
+  and `val` is None.
+  """
+  train: Any
+  test: Any
   val: datasets.Dataset | None
   max_count: int
 
 
+def _stream_sources(config):
+  from imbjax.datasets import image_folder
+  from imbjax.datasets import streaming
+  data_dir = config.data_dir or None
+  if config.validation_fraction > 0:
+    raise ValueError("validation_fraction > 0 is not supported with input='stream'")
+  if config.dataset == "imagenet2012":
+    return (streaming.tfds_source("imagenet2012", "train", data_dir=data_dir),
+            streaming.tfds_source("imagenet2012", "test", data_dir=data_dir))
+  if config.dataset in ("image_folder", "cifar10_jpeg"):
+    root = image_folder.resolve_root(data_dir, dataset=config.dataset)
+    train = streaming.folder_source(root, "train")
+    return train, streaming.folder_source(root, "test", class_names=train.class_names)
+  splits = datasets.load_splits(config.dataset, data_dir=data_dir)
+  return (streaming.memory_source(splits["train"]), streaming.memory_source(splits["test"]))
+
+
 def load_data(config) -> StudyData:
   """Loads the dataset, carves a validation split if asked, resolves max_count."""
+  if config.input == "stream":
+    train, test = _stream_sources(config)
+    min_count = int(np.bincount(train.labels, minlength=train.num_classes).min())
+    return StudyData(train, test, None, int(config.max_count or min_count))
+  if config.input != "device":
+    raise ValueError(f"input must be 'device' or 'stream', got {config.input!r}")
   splits = datasets.load_splits(config.dataset, data_dir=config.data_dir or None)
   train, test = splits["train"], splits["test"]
   val = None
@@ -340,7 +369,82 @@ def _trainer(config, data: StudyData) -> population.Trainer:
       schedule=config.schedule,
       schedule_kwargs=tuple(sorted(dict(config.schedule_kwargs).items())),
       momentum=config.momentum, weight_decay=config.weight_decay,
-      conv_impl=config.conv_impl, input_shape=tuple(data.train.images.shape[1:]))
+      conv_impl=config.conv_impl, input_shape=_input_shape(config, data))
+
+
+def _input_shape(config, data: StudyData) -> tuple:
+  if config.input != "stream":
+    return tuple(data.train.images.shape[1:])
+  if config.augment_crop:
+    channels = 3 if data.train.kind != "memory" else data.train.data.shape[-1]
+    return (config.augment_crop, config.augment_crop, channels)
+  if data.train.kind == "memory":
+    return tuple(data.train.data.shape[1:])
+  raise ValueError("streamed image files need --config.augment_crop (and augment_resize) "
+                   "to give every example one size")
+
+
+class _Streams:
+  """Host batches for a population from per-model streams (`imbjax.datasets.streaming`).
+
+  Model i reads its own index plan, reshuffled every epoch with its own seed; each epoch
+  yields floor(len(plan) / B) full batches, so step t is batch t mod n of epoch t // n and
+  a restart at any step reproduces the uninterrupted stream.
+  """
+
+  def __init__(self, config, source, plans: Sequence[np.ndarray], seeds: Sequence[int]):
+    from imbjax.datasets import streaming
+    self._streaming = streaming
+    self.config = config
+    self.source = source
+    self.plans = plans
+    self.seeds = seeds
+    b = config.batch_size
+    for plan in plans:
+      if len(plan) < b:
+        raise ValueError(f"a streamed plan of {len(plan)} examples is shorter than one "
+                         f"batch of {b}")
+    self.augment = (streaming.ImageNetAugment(config.augment_resize, config.augment_crop)
+                    if config.augment_crop else None)
+    self._iters = [None] * len(plans)
+    self._next_step = None
+
+  def _open(self, i, step):
+    per_epoch = len(self.plans[i]) // self.config.batch_size
+    epoch, skip = divmod(step, per_epoch)
+    it = self._streaming.iterate(
+        self.source, self.plans[i], seed=self.seeds[i], batch_size=self.config.batch_size,
+        train=True, num_epochs=1 << 30, start_epoch=epoch, augment=self.augment,
+        drop_remainder=True)
+    for _ in range(skip):
+      next(it)
+    return it
+
+  def __call__(self, first_step: int, num_steps: int):
+    if self._next_step != first_step:
+      self._iters = [self._open(i, first_step) for i in range(len(self.plans))]
+    images, labels = [], []
+    for _ in range(num_steps):
+      batches = [next(it) for it in self._iters]
+      images.append(np.stack([b["images"] for b in batches]))
+      labels.append(np.stack([b["labels"] for b in batches]))
+    self._next_step = first_step + num_steps
+    return (np.stack(images).astype(np.float32), np.stack(labels).astype(np.int32))
+
+
+def _predict_stream(config, trainer, state, source, size):
+  """Logits [P, N, C] of every model on a streamed split (centre crops, in order)."""
+  from imbjax.datasets import streaming
+  augment = (streaming.ImageNetAugment(config.augment_resize, config.augment_crop)
+             if config.augment_crop else None)
+  plan = np.arange(source.num_examples)
+  out = []
+  for batch in streaming.iterate(source, plan, seed=0, batch_size=config.eval_batch_size,
+                                 train=False, augment=augment):
+    images = jnp.asarray(batch["images"], jnp.float32)
+    out.append(population.fetch(population.predict(
+        trainer, state, images, batch_size=images.shape[0]))[:size])
+  return np.concatenate(out, axis=1)
 
 
 class Progress:
@@ -407,9 +511,13 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
 
   n_dev = len(jax.devices())
   mesh = population.model_mesh() if n_dev > 1 else None
-  test_images = population.place(data.test.images, mesh, replicated=True)
-  val_images = (population.place(data.val.images, mesh, replicated=True)
-                if data.val is not None else None)
+  streamed = config.input == "stream"
+  test_labels = data.test.labels
+  test_images = val_images = None
+  if not streamed:
+    test_images = population.place(data.test.images, mesh, replicated=True)
+    val_images = (population.place(data.val.images, mesh, replicated=True)
+                  if data.val is not None else None)
 
   def member(spec: ModelSpec, phase: int):
     counts, subset = per_case[spec.case]
@@ -419,7 +527,18 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
         total_steps=config.iterations, phase=phase)
 
   def run(spec_list, phase, init_state=None):
-    members = population.stack_members([member(s, phase) for s in spec_list])
+    member_list = [member(s, phase) for s in spec_list]
+    members = population.stack_members(member_list)
+    train_input = data_dev
+    if streamed:
+      if any(bool(m.classwise) for m in member_list):
+        raise ValueError("class-wise sampling methods need input='device'")
+      plans = [np.asarray(m.plan)[:int(m.plan_len)] for m in member_list]
+      plans += [plans[-1]] * ((-len(plans)) % n_dev)
+      seeds = [_hash32(s.case.name, s.method.name, s.base_lr, s.lr_repeat, s.ratio, phase,
+                       config.seed) for s in spec_list]
+      seeds += [seeds[-1]] * ((-len(seeds)) % n_dev)
+      train_input = _Streams(config, data.train, plans, seeds)
     members, size = population.pad_population(members, n_dev)
     members_dev = population.place(members, mesh)
     if init_state is None:
@@ -444,12 +563,15 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
       if config.verbose:
         log(progress.line(size, step_done / config.iterations))
 
-    state = population.fit(trainer, state, members_dev, data_dev,
+    state = population.fit(trainer, state, members_dev, train_input,
                            num_steps=config.iterations, chunk_steps=config.chunk_steps,
                            checkpoint_dir=ckpt, checkpoint_every=config.checkpoint_every,
                            on_chunk=on_chunk)
-    logits = population.fetch(population.predict(
-        trainer, state, test_images, batch_size=config.eval_batch_size))[:size]
+    if streamed:
+      logits = _predict_stream(config, trainer, state, data.test, size)
+    else:
+      logits = population.fetch(population.predict(
+          trainer, state, test_images, batch_size=config.eval_batch_size))[:size]
     val_logits = None
     if val_images is not None:
       val_logits = population.fetch(population.predict(
@@ -461,7 +583,7 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
   outputs = {}
   state1, logits1, val1, div1, curve1 = run(phase1, 1)
   tau_logits = {}
-  if any(r.method.posthoc == "tau_norm" for r in rows):
+  if any(r.method.posthoc == "tau_norm" for r in rows) and not streamed:
     tau_logits = _tau_norm_logits(config, trainer, state1, test_images, val_images,
                                   len(phase1))
   for i, s in enumerate(phase1):
@@ -492,7 +614,7 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
       i = phase1.index(r.model)
       scored = {t: (lt[i], None if lv is None else lv[i]) for t, (lt, lv) in
                 tau_logits.items()}
-    row = score(scored, data.test.labels, counts, num_classes, posthoc=r.method.posthoc,
+    row = score(scored, test_labels, counts, num_classes, posthoc=r.method.posthoc,
                 val=val)
     if val is not None:
       row["val_auc"] = float(metrics.multiclass_roc_auc(_softmax(val_logits),
@@ -580,10 +702,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
   n_dev = len(jax.devices())
   mesh = population.model_mesh() if n_dev > 1 else None
-  data_dev = population.place(
-      population.TrainData(images=data.train.images.astype(np.float32),
-                           labels=data.train.labels.astype(np.int32)), mesh,
-      replicated=True)
+  data_dev = None
+  if config.input != "stream":
+    data_dev = population.place(
+        population.TrainData(images=data.train.images.astype(np.float32),
+                             labels=data.train.labels.astype(np.int32)), mesh,
+        replicated=True)
   progress = Progress(n_models, workdir if is_main else None, enabled=is_main)
   written = 0
   trained = 0

@@ -20,6 +20,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Data.
   c.dataset = "mnist"
   c.data_dir = ""               # local copy (IDX dir, CIFAR batches, image folder) or tfds dir
+  c.input = "device"            # 'device': the training split lives on the device once;
+  #                               'stream': tf.data streams each model's plan (ImageNet)
+  c.augment_resize = 0          # streamed ImageNet-style input: shorter side -> resize,
+  c.augment_crop = 0            # random crop + mirror (train) / centre crop (test); 0 = off
   c.max_count = 5000            # cap per class before imbalancing (paper: 5000 for MNIST);
   #                               0 = the smallest class of the training split
   c.validation_fraction = 0.0   # held-out share of each training class (tau choice, LR choice)

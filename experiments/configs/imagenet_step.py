@@ -12,7 +12,8 @@ undersampling; the paper repeats the largest imbalance three times:
     --config.repetitions=3 --workdir=runs/imagenet
 
 ImageNet needs the user's manual download (tensorflow-datasets' manual_dir) and does not
-fit in device memory: see `imbjax.datasets.streaming` for the tf.data input path.
+fit in device memory: `input='stream'` feeds each model's index plan through tf.data
+(`imbjax.datasets.streaming`) with the paper's augmentation.
 """
 
 from experiments.configs import default
@@ -21,6 +22,10 @@ from experiments.configs import default
 def get_config():
   c = default.get_config()
   c.dataset = "imagenet2012"
+  c.input = "stream"
+  c.augment_resize = 256
+  c.augment_crop = 224
+  c.eval_batch_size = 250
   c.model = "resnet10"
   c.max_count = 1000
   c.case_list = ((10, 0.1), (50, 0.8), (100, 0.9))

@@ -1,0 +1,277 @@
+"""Throughput of LeNet-5 population training, with a reference measured in the same run.
+
+Times THE ENGINE'S OWN TRAIN STEP (`imbjax.population.train_chunk`, members built by
+`population.make_member` with per-model index plans, batch 64) after compilation, for
+populations of P models, and in the same process:
+
+* the float32 matmul peak (2048x2048 `jnp.matmul`), to express throughput as a fraction
+  of what the machine can do;
+* a reference: the PyTorch one-model loop (SGD momentum, batch 64, batches gathered by
+  random indices) when `torch` is importable (the `bench` extra), else a sequential
+  one-model JAX loop (a jitted `population.train_step` called from Python).
+
+It prints a table (P, images/s, GFLOP/s, fraction of the matmul peak, ratio to the
+reference, bytes per model) and, as its LAST line, one JSON object with at least
+`images_per_s` (at P=32, or the largest P run), `reference_images_per_s`, `ratio` and
+`peak_gflops`.
+
+  python -m benchmarks.population_throughput                      # P in 1,8,32,128
+  python -m benchmarks.population_throughput --quick              # seconds, for tests
+  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
+    python -m benchmarks.population_throughput                    # see README.md
+
+Memory per model comes from XLA's own accounting of the compiled chunk
+(`Compiled.memory_analysis()`: arguments + outputs + temporaries - aliased donations),
+fitted as ``bytes(P) = shared + per_model * P`` over the populations run, which gives the
+largest population that fits a memory budget (``--memory-gib``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from imbjax import population as pop
+
+# Forward multiply-adds of LeNet-5 (Table 2) on one 28x28x1 image, times 2 (FLOP per
+# MAC), times 3 (forward + input gradient + weight gradient), the usual training count:
+# conv1 24*24*20*25, conv2 8*8*50*500, fc1 800*500, fc2 500*10.
+_FWD_MACS = 24 * 24 * 20 * 25 + 8 * 8 * 50 * 500 + 800 * 500 + 500 * 10
+FLOP_PER_IMAGE = 3 * 2 * _FWD_MACS  # 13.76 MFLOP
+NUM_CLASSES = 10
+BATCH = 64
+
+
+def matmul_peak_gflops(n: int = 2048, repeats: int = 5) -> float:
+  """Best float32 GFLOP/s of an n x n `jnp.matmul` on the default device."""
+  key_a, key_b = jax.random.split(jax.random.key(0))
+  a = jax.random.normal(key_a, (n, n), jnp.float32)
+  b = jax.random.normal(key_b, (n, n), jnp.float32)
+  f = jax.jit(jnp.matmul)
+  jax.block_until_ready(f(a, b))
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    jax.block_until_ready(f(a, b))
+    best = min(best, time.perf_counter() - t0)
+  return 2 * n ** 3 / best / 1e9
+
+
+def synthetic_data(n: int, seed: int = 0) -> pop.TrainData:
+  """MNIST-shaped random training set (the step's cost does not depend on the pixels)."""
+  k_img, k_lab = jax.random.split(jax.random.key(seed))
+  images = jax.random.uniform(k_img, (n, 28, 28, 1), jnp.float32)
+  labels = jax.random.randint(k_lab, (n,), 0, NUM_CLASSES, jnp.int32)
+  return pop.TrainData(images, labels)
+
+
+def make_population(p: int, labels: np.ndarray, seed: int = 0) -> pop.Member:
+  """P members with their own key and own class-sorted plan (a random subset, 50-100%)."""
+  n = labels.shape[0]
+  keys = jax.random.split(jax.random.key(seed + 1), p)
+  members = []
+  for i in range(p):
+    k_len, k_perm = jax.random.split(jax.random.fold_in(jax.random.key(seed + 2), i))
+    size = int(jax.random.randint(k_len, (), n // 2, n + 1))
+    plan = np.sort(np.asarray(jax.random.permutation(k_perm, n))[:size])
+    plan = plan[np.argsort(labels[plan], kind="stable")]
+    members.append(pop.make_member(keys[i], plan, NUM_CLASSES, base_lr=0.01,
+                                   plan_labels=labels[plan]))
+  return pop.stack_members(members)
+
+
+def _compiled_bytes(trainer, state, members, data, steps) -> int:
+  """Bytes XLA needs for one chunk call: arguments + outputs + temporaries - aliases."""
+  compiled = pop._train_chunk_jit.lower(trainer, state, members, data, steps).compile()
+  m = compiled.memory_analysis()
+  if m is None:
+    return -1
+  return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+             - m.alias_size_in_bytes)
+
+
+def time_population(trainer: pop.Trainer, p: int, data: pop.TrainData, steps: int,
+                    repeats: int) -> dict:
+  """Compiles one chunk of `steps` steps for P models, then times `repeats` chunks."""
+  members = pop.place(make_population(p, np.asarray(data.labels)), None)
+  state = pop.init_population(trainer, members)
+  nbytes = _compiled_bytes(trainer, state, members, data, steps)
+  t0 = time.perf_counter()
+  state, metrics = pop.train_chunk(trainer, state, members, data, steps)
+  jax.block_until_ready(metrics)
+  compile_s = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    state, metrics = pop.train_chunk(trainer, state, members, data, steps)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+  if not np.all(np.isfinite(np.asarray(metrics["loss"]))):
+    raise RuntimeError(f"P={p}: non-finite loss in the benchmark run")
+  best = min(times)
+  return {"P": p, "images_per_s": p * steps * trainer.batch_size / best,
+          "median_images_per_s": p * steps * trainer.batch_size / float(np.median(times)),
+          "first_call_s": compile_s, "bytes_total": nbytes}
+
+
+def torch_reference(data: pop.TrainData, steps: int, repeats: int) -> float | None:
+  """Images/s of a PyTorch one-model LeNet-5 SGD loop (None if torch is not installed)."""
+  try:
+    import torch
+  except ImportError:
+    return None
+  torch.manual_seed(0)  # torch's own generator, used only by the reference
+  torch.set_num_threads(os.cpu_count() or 1)
+  net = torch.nn.Sequential(
+      torch.nn.Conv2d(1, 20, 5), torch.nn.MaxPool2d(2), torch.nn.Conv2d(20, 50, 5),
+      torch.nn.MaxPool2d(2), torch.nn.Flatten(), torch.nn.Linear(800, 500),
+      torch.nn.ReLU(), torch.nn.Linear(500, NUM_CLASSES))
+  opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
+  images = torch.from_numpy(np.asarray(data.images).transpose(0, 3, 1, 2).copy())
+  labels = torch.from_numpy(np.asarray(data.labels).astype(np.int64))
+  n = images.shape[0]
+  gen = torch.Generator().manual_seed(0)
+
+  def run(k):
+    for _ in range(k):
+      idx = torch.randint(0, n, (BATCH,), generator=gen)
+      loss = torch.nn.functional.cross_entropy(net(images[idx]), labels[idx])
+      opt.zero_grad(set_to_none=True)
+      loss.backward()
+      opt.step()
+    return float(loss)
+
+  run(5)
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    run(steps)
+    best = min(best, time.perf_counter() - t0)
+  return steps * BATCH / best
+
+
+def jax_loop_reference(trainer: pop.Trainer, data: pop.TrainData, steps: int,
+                       repeats: int) -> float:
+  """Images/s of one model stepped from Python by a jitted `population.train_step`."""
+  members = make_population(1, np.asarray(data.labels))
+  member = jax.tree.map(lambda x: jnp.asarray(x[0]), members)
+  state = jax.jit(pop.init_state, static_argnums=0)(trainer, member)
+  step = jax.jit(pop.train_step, static_argnums=0, donate_argnums=1)
+  state, m = step(trainer, state, member, data)
+  jax.block_until_ready(m)
+  best = float("inf")
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+      state, m = step(trainer, state, member, data)
+    jax.block_until_ready(m)
+    best = min(best, time.perf_counter() - t0)
+  return steps * trainer.batch_size / best
+
+
+def _fit_memory(rows: list[dict], budget_bytes: float) -> dict:
+  """Least-squares ``bytes = shared + per_model * P`` and the largest P in the budget."""
+  pts = [(r["P"], r["bytes_total"]) for r in rows if r["bytes_total"] > 0]
+  if not pts:
+    return {}
+  ps = np.array([p for p, _ in pts], float)
+  bs = np.array([b for _, b in pts], float)
+  if len(pts) == 1:
+    per, shared = bs[0] / ps[0], 0.0
+  else:
+    per, shared = np.polyfit(ps, bs, 1)
+  return {"bytes_per_model": float(per), "bytes_shared": float(shared),
+          "memory_budget_gib": budget_bytes / 2 ** 30,
+          "max_population_in_budget": int(max(0, (budget_bytes - shared) // per))}
+
+
+def main(argv=None) -> dict:
+  ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+  ap.add_argument("--populations", default="1,8,32,128",
+                  help="comma-separated population sizes P")
+  ap.add_argument("--steps", type=int, default=50, help="steps per timed chunk")
+  ap.add_argument("--repeats", type=int, default=3, help="timed chunks per P (best kept)")
+  ap.add_argument("--conv-impl", default="auto", help="'auto', 'xla' or 'im2col'")
+  ap.add_argument("--reference", default="auto", choices=("auto", "torch", "jax"),
+                  help="torch if importable (auto), or the sequential JAX loop")
+  ap.add_argument("--train-size", type=int, default=10_000, help="examples on the device")
+  ap.add_argument("--memory-gib", type=float, default=None,
+                  help="budget for the largest-population estimate (default: host RAM)")
+  ap.add_argument("--quick", action="store_true",
+                  help="P in 1,4, 3 steps, 1 repeat, small data (a smoke test)")
+  a = ap.parse_args(argv)
+  if a.quick:
+    a.populations, a.steps, a.repeats, a.train_size = "1,4", 3, 1, 512
+  populations = [int(p) for p in a.populations.split(",")]
+  if not populations or min(populations) < 1:
+    raise ValueError(f"--populations must be positive ints, got {a.populations!r}")
+  if a.memory_gib is None:
+    budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+  else:
+    budget = a.memory_gib * 2 ** 30
+
+  trainer = pop.Trainer(model="lenet5", num_classes=NUM_CLASSES, batch_size=BATCH,
+                        total_steps=10_000, conv_impl=a.conv_impl)
+  data = synthetic_data(a.train_size)
+  print(f"# backend={jax.default_backend()} devices={jax.device_count()} "
+        f"cpu={platform.processor() or platform.machine()} cores={os.cpu_count()} "
+        f"conv_impl={a.conv_impl} steps={a.steps} repeats={a.repeats} "
+        f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r} "
+        f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
+  peak = matmul_peak_gflops(512 if a.quick else 2048)
+  ref_kind = a.reference
+  ref = None
+  if ref_kind in ("auto", "torch"):
+    ref = torch_reference(data, a.steps * 2, a.repeats)
+    if ref is None and ref_kind == "torch":
+      raise ValueError("--reference torch but torch is not importable")
+    ref_kind = "torch" if ref is not None else "jax"
+  if ref is None:
+    ref = jax_loop_reference(trainer, data, a.steps, a.repeats)
+  print(f"# matmul peak {peak:.1f} GFLOP/s; reference ({ref_kind} one-model loop) "
+        f"{ref:.0f} img/s", flush=True)
+
+  rows = []
+  print(f"{'P':>5} {'img/s':>9} {'median':>9} {'GFLOP/s':>8} {'of peak':>8} "
+        f"{'x ref':>6} {'MiB/model':>10} {'1st call s':>10}", flush=True)
+  for p in populations:
+    r = time_population(trainer, p, data, a.steps, a.repeats)
+    r["gflops"] = r["images_per_s"] * FLOP_PER_IMAGE / 1e9
+    r["fraction_of_peak"] = r["gflops"] / peak
+    r["ratio"] = r["images_per_s"] / ref
+    rows.append(r)
+    print(f"{p:5d} {r['images_per_s']:9.0f} {r['median_images_per_s']:9.0f} "
+          f"{r['gflops']:8.1f} {r['fraction_of_peak']:8.2f} {r['ratio']:6.2f} "
+          f"{r['bytes_total'] / p / 2 ** 20:10.2f} {r['first_call_s']:10.1f}", flush=True)
+  mem = _fit_memory(rows, budget)
+  if mem:
+    print(f"# memory: {mem['bytes_per_model'] / 2 ** 20:.2f} MiB per model + "
+          f"{mem['bytes_shared'] / 2 ** 20:.1f} MiB shared; largest P in "
+          f"{mem['memory_budget_gib']:.1f} GiB: {mem['max_population_in_budget']}",
+          flush=True)
+  main_row = next((r for r in rows if r["P"] == 32), rows[-1])
+  one = next((r for r in rows if r["P"] == 1), None)
+  result = {
+      "images_per_s": round(main_row["images_per_s"], 1), "P": main_row["P"],
+      "reference": ref_kind, "reference_images_per_s": round(ref, 1),
+      "ratio": round(main_row["ratio"], 3),
+      "ratio_p1": None if one is None else round(one["ratio"], 3),
+      "peak_gflops": round(peak, 1),
+      "fraction_of_peak": round(main_row["fraction_of_peak"], 3),
+      "conv_impl": a.conv_impl, "backend": jax.default_backend(),
+      "per_p": {str(r["P"]): round(r["images_per_s"], 1) for r in rows},
+      **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in mem.items()},
+  }
+  print(json.dumps(result), flush=True)
+  return result
+
+
+if __name__ == "__main__":
+  main()
