@@ -1,0 +1,89 @@
+"""The device check for a GPU: LeNet-5 population throughput and the paper-scale forecast.
+
+One prepared script for a short accelerator lease. For each (conv lowering, P) it times
+`imbjax.population.train_chunk` (the engine's real step: per-model index plans, Caffe SGD,
+divergence masks) after compilation, and reports images/s, networks per hour at the
+paper's MNIST budget (10,000 iterations x batch 64) and the hours the paper's whole MNIST
+study (22,500 LeNet-5s) would take at that rate. Last line: one JSON object.
+
+  python -m benchmarks.gpu_population --sizes=1,256,2048 --impls=im2col,xla --steps=100
+
+On CPU it runs too (use small sizes); figures from a GPU lease are recorded in
+benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import jax
+import numpy as np
+
+from imbjax import population as pop
+
+PAPER_NETWORKS = 22_500
+PAPER_ITERATIONS = 10_000
+BATCH = 64
+
+
+def _members(p: int, labels: np.ndarray):
+  rng = np.random.default_rng(0)
+  plans = []
+  for i in range(p):
+    n = int(rng.integers(1_000, 50_000))  # plans of different lengths, padded and masked
+    plans.append(np.sort(rng.choice(labels.size, n, replace=n > labels.size)))
+  return pop.stack_members([
+      pop.make_member(jax.random.key(i), plan, 10, base_lr=0.01) for i, plan in
+      enumerate(plans)])
+
+
+def measure(impl: str, p: int, steps: int, data, labels) -> dict:
+  trainer = pop.Trainer(batch_size=BATCH, total_steps=PAPER_ITERATIONS, conv_impl=impl)
+  members = jax.device_put(_members(p, labels))
+  state = pop.init_population(trainer, members)
+  t0 = time.perf_counter()
+  state, m = pop.train_chunk(trainer, state, members, data, steps)
+  jax.block_until_ready(m)
+  compile_s = time.perf_counter() - t0
+  t0 = time.perf_counter()
+  state, m = pop.train_chunk(trainer, state, members, data, steps)
+  jax.block_until_ready(m)
+  dt = time.perf_counter() - t0
+  images_per_s = p * steps * BATCH / dt
+  nets_per_hour = images_per_s * 3600 / (PAPER_ITERATIONS * BATCH)
+  stats = jax.devices()[0].memory_stats() or {}
+  return {"impl": impl, "P": p, "steps": steps, "seconds": dt, "compile_s": compile_s,
+          "images_per_s": images_per_s, "networks_per_hour": nets_per_hour,
+          "paper_mnist_study_hours": PAPER_NETWORKS / nets_per_hour,
+          "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
+
+
+def main() -> None:
+  ap = argparse.ArgumentParser()
+  ap.add_argument("--sizes", default="1,256,2048")
+  ap.add_argument("--impls", default="im2col,xla")
+  ap.add_argument("--steps", type=int, default=100)
+  args = ap.parse_args()
+  rng = np.random.default_rng(0)
+  labels = rng.integers(0, 10, 60_000).astype(np.int32)
+  data = jax.device_put(pop.TrainData(
+      rng.random((60_000, 28, 28, 1), dtype=np.float32), labels))
+  print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
+  results = []
+  for impl in args.impls.split(","):
+    for p in (int(s) for s in args.sizes.split(",")):
+      r = measure(impl, p, args.steps, data, labels)
+      results.append(r)
+      print(f"{impl:7s} P={p:5d}: {r['images_per_s']:12,.0f} img/s "
+            f"{r['networks_per_hour']:9,.0f} nets/h  paper study "
+            f"{r['paper_mnist_study_hours']:8.2f} h  (compile {r['compile_s']:.1f}s, "
+            f"peak mem {r['peak_bytes_in_use']})", flush=True)
+  best = max(results, key=lambda r: r["images_per_s"])
+  print(json.dumps({"device": jax.devices()[0].device_kind, "results": results,
+                    "best": best}))
+
+
+if __name__ == "__main__":
+  main()
