@@ -248,8 +248,11 @@ def load_data(config) -> StudyData:
     return StudyData(train, test, None, int(config.max_count or min_count))
   if config.input != "device":
     raise ValueError(f"input must be 'device' or 'stream', got {config.input!r}")
-  splits = datasets.load_splits(config.dataset, data_dir=config.data_dir or None)
-  train, test = splits["train"], splits["test"]
+  # Raw first: a validation split is held out before fitting split-dependent
+  # preprocessing (CIFAR-10's ZCA), so its images do not leak into the statistics.
+  raw = datasets.load_splits(config.dataset, data_dir=config.data_dir or None,
+                             preprocess=False)
+  train, test = raw["train"], raw["test"]
   val = None
   if config.validation_fraction > 0:
     key = jax.random.fold_in(jax.random.key(config.seed), _hash32("validation"))
@@ -261,6 +264,9 @@ def load_data(config) -> StudyData:
                               labels=train.labels[val_idx])
     train = dataclasses.replace(train, images=train.images[keep],
                                 labels=train.labels[keep])
+  splits = {"train": train, "test": test} | ({"val": val} if val is not None else {})
+  splits = datasets.preprocess_splits(config.dataset, splits, fit_on=train)
+  train, test, val = splits["train"], splits["test"], splits.get("val")
   min_count = int(np.bincount(train.labels, minlength=train.num_classes).min())
   max_count = config.max_count or min_count
   if max_count > min_count and config.profile != "original":

@@ -20,8 +20,10 @@ from imbjax.models import layers
 
 KEY = jax.random.key(0)
 # These tests check numbers, not speed: skipping LLVM's optimisation passes makes the
-# XLA:CPU compiles (which dominate this module's run time) ~4x faster.
-_jit = functools.partial(jax.jit, compiler_options={'xla_backend_optimization_level': 0})
+# XLA:CPU compiles (which dominate this module's run time) ~4x faster. CPU-only option.
+_jit = functools.partial(
+    jax.jit, compiler_options=({'xla_backend_optimization_level': 0}
+                               if jax.default_backend() == 'cpu' else None))
 
 
 def _init(name, impl, shape, num_classes=10, key=KEY):
@@ -106,8 +108,8 @@ def test_bad_arguments_are_refused():
 
 
 def test_auto_resolves_by_backend():
-  assert jax.default_backend() == 'cpu'
-  assert models.get('lenet5', num_classes=10).conv_impl == 'im2col'
+  want = 'im2col' if jax.default_backend() == 'cpu' else 'xla'
+  assert models.get('lenet5', num_classes=10).conv_impl == want
   assert layers.resolve_conv_impl('xla') == 'xla'
 
 
@@ -341,7 +343,8 @@ def _loss_and_grads(name, impl, variables, x, y, key):
   return loss, aux, grads
 
 
-@pytest.mark.parametrize('name', list(_CASES))
+@pytest.mark.parametrize('name', ['lenet5', 'allcnn',
+                                  pytest.param('resnet10', marks=pytest.mark.slow)])
 def test_im2col_equals_xla_single_and_vmapped(name):
   """Train mode: dropout (same key in both lowerings) and batch statistics in play."""
   shape, nc, rtol = _CASES[name]
@@ -353,18 +356,18 @@ def test_im2col_equals_xla_single_and_vmapped(name):
   kds = jax.random.split(kd, p)
 
   @_jit
-  def both(vs, xs, ys, kds):
-    one = {impl: _loss_and_grads(name, impl, jax.tree.map(lambda a: a[0], vs), xs[0], ys[0],
-                                 kds[0]) for impl in ('xla', 'im2col')}
+  def run(vs, xs, ys, kds):
+    one = _loss_and_grads(name, 'im2col', jax.tree.map(lambda a: a[0], vs), xs[0], ys[0],
+                          kds[0])
     pop = {impl: jax.vmap(lambda v, x, y, k, impl=impl: _loss_and_grads(name, impl, v, x, y, k))(
         vs, xs, ys, kds) for impl in ('xla', 'im2col')}
     return one, pop
 
-  one, pop = both(vs, xs, ys, kds)
-  _assert_trees_close(one['im2col'], one['xla'], rtol)
+  one, pop = run(vs, xs, ys, kds)
   _assert_trees_close(pop['im2col'], pop['xla'], rtol)
-  # The population's first model is the model run alone.
-  _assert_trees_close(jax.tree.map(lambda a: a[0], pop['im2col']), one['im2col'], rtol)
+  # One model alone (no vmap) is the population's first model under either lowering.
+  _assert_trees_close(one, jax.tree.map(lambda a: a[0], pop['xla']), rtol)
+  _assert_trees_close(one, jax.tree.map(lambda a: a[0], pop['im2col']), rtol)
   grads = pop['xla'][2][0]
   assert float(jnp.abs(grads['conv1']['kernel']).max()) > 0
   assert not np.allclose(grads['conv1']['kernel'][0], grads['conv1']['kernel'][1])
@@ -403,13 +406,11 @@ def test_allcnn_dropout_train_vs_eval():
   def run(v, x):
     tr = lambda k: net.apply(v, x, train=True, rngs={'dropout': jax.random.key(k)})
     ev = lambda k: net.apply(v, x, train=False, rngs={'dropout': jax.random.key(k)})
-    return tr(1), tr(1), tr(2), ev(1), ev(2), net.apply(v, x, train=False)
+    return tr(1), tr(2), ev(1), net.apply(v, x, train=False)
 
-  a, a2, b, e1, e2, e0 = run(v, x)
-  np.testing.assert_array_equal(a, a2)
+  a, b, e1, e0 = run(v, x)
   assert not np.allclose(a, b)
-  np.testing.assert_array_equal(e1, e2)
-  np.testing.assert_array_equal(e1, e0)
+  np.testing.assert_array_equal(e1, e0)  # eval ignores the dropout key
   assert not np.allclose(a, e1)
   assert np.all(np.asarray(e1) >= 0)  # Table 3 keeps a ReLU on the last convolution
   with pytest.raises(Exception, match='dropout'):

@@ -169,8 +169,8 @@ def _check(proc, timeout=600):
 
 def test_sharded_over_four_devices_equals_one_device(tmp_path):
   out = tmp_path / "r.npz"
-  _check(_run_worker([str(out)], {"XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-                                  "JAX_PLATFORMS": "cpu"}))
+  flags = os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
+  _check(_run_worker([str(out)], {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}))
   r = np.load(out)
   assert int(r["num_devices"]) == 4
   for k in r.files:
@@ -186,7 +186,7 @@ def test_two_processes_with_jax_distributed(tmp_path):
   ref = tmp_path / "ref.npz"
   _check(_run_worker([str(ref)], {"JAX_PLATFORMS": "cpu"}))
   out = tmp_path / "dist.npz"
-  env = {"JAX_PLATFORMS": "cpu", "XLA_FLAGS": ""}
+  env = {"JAX_PLATFORMS": "cpu"}
   procs = [_run_worker([str(out), "--distributed", str(port), "2", str(i)], env)
            for i in range(2)]
   for p in procs:

@@ -132,3 +132,23 @@ def test_method_closure_trains_what_evaluations_need():
   trained = [m.name for m in methods_lib.closure(["thresholding",
                                                   "two_phase_undersampling"])]
   assert trained == ["baseline", "undersampling", "two_phase_undersampling"]
+
+
+def test_modern_methods_and_posthoc_tau_on_a_validation_split(tmp_path):
+  config = _config(methods=("baseline", "posthoc_logit_adjustment", "tau_norm", "crt",
+                            "balanced_softmax"), validation_fraction=0.2,
+                   repetitions=1, population_size=8)
+  train.train_and_evaluate(config, tmp_path, log=lambda *_: None)
+  rows = {r["method"]: r for r in _rows(tmp_path).values()}
+  assert set(rows) == set(config.methods)
+  for r in rows.values():
+    assert r["val_auc"] is not None and 0 <= r["val_auc"] <= 1
+  assert rows["posthoc_logit_adjustment"]["extra"]["tau"] in np.linspace(0, 2, 9)
+  assert rows["tau_norm"]["extra"]["tau"] in train.TAU_NORM_GRID
+  # Post-hoc logit adjustment with tau = 0 would be the baseline itself.
+  if rows["posthoc_logit_adjustment"]["extra"]["tau"] == 0:
+    assert rows["posthoc_logit_adjustment"]["accuracy"] == rows["baseline"]["accuracy"]
+  # The validation images are held out of training: class counts shrink by ~20%.
+  data = train.load_data(config)
+  assert len(data.val.labels) + len(data.train.labels) == 1347
+  assert not set(map(bytes, data.val.images[:20])) & set(map(bytes, data.train.images))

@@ -177,11 +177,34 @@ def load_splits(name: str, *, data_dir: str | os.PathLike | None = None,
     raw = {s: src.loader(s, data_dir) for s in dict.fromkeys(splits)}
     if not preprocess:
         return raw
+    fit_on = raw["train"] if "train" in raw else None
+    if fit_on is None and src.preprocessing == "gcn_zca":
+        fit_on = src.loader("train", data_dir)
+    return preprocess_splits(name, raw, fit_on=fit_on)
+
+
+def preprocess_splits(name: str, raw: dict[str, Dataset], *,
+                      fit_on: Dataset | None) -> dict[str, Dataset]:
+    """Applies `name`'s preprocessing to raw splits, fitting it on `fit_on` only.
+
+    Use it to hold out a validation split *before* fitting split-dependent statistics
+    (CIFAR-10's ZCA), so the held-out images do not leak into them.
+
+    Args:
+      name: one of `names()`.
+      raw: {split: raw Dataset}.
+      fit_on: the raw training data the statistics are fitted on (needed for "gcn_zca").
+
+    Returns:
+      {split: preprocessed Dataset}.
+    """
+    src = _source(name)
     if src.preprocessing == "unit":
         return {s: _unit(ds) for s, ds in raw.items()}
     if src.preprocessing == "gcn_zca":
-        train = raw["train"] if "train" in raw else src.loader("train", data_dir)
-        mean, w = _pp.fit_gcn_zca(train.images)
+        if fit_on is None:
+            raise ValueError(f"{name!r} fits ZCA on training data: pass fit_on")
+        mean, w = _pp.fit_gcn_zca(fit_on.images)
         return {s: dataclasses.replace(ds, images=_pp.apply_gcn_zca(ds.images, mean, w))
                 for s, ds in raw.items()}
     return raw

@@ -35,7 +35,9 @@ class LeNet5(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Args: x (N, H, W, C), e.g. (N, 28, 28, 1); train is unused (no dropout/BN)."""
     del train
-    x = Conv(20, 5, impl=self.conv_impl, dtype=self.dtype, name='conv1')(x)
+    # The input is data (never differentiated), so conv1 can take XLA's patch op, which
+    # is much faster forward on CPU for one channel; see `Conv.patches`.
+    x = Conv(20, 5, impl=self.conv_impl, patches='xla', dtype=self.dtype, name='conv1')(x)
     x = max_pool(x, 2, 2, self.conv_impl)
     x = Conv(50, 5, impl=self.conv_impl, dtype=self.dtype, name='conv2')(x)
     x = max_pool(x, 2, 2, self.conv_impl)

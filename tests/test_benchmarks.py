@@ -1,0 +1,56 @@
+"""benchmarks/population_throughput.py runs end to end in quick mode (never asserts speed)."""
+
+import json
+
+import numpy as np
+import pytest
+
+from benchmarks import population_throughput as bench
+
+
+def test_flop_count_matches_paper_network():
+  # Forward MACs per image, by hand: conv1 24*24*20*25 = 288,000; conv2 8*8*50*500 =
+  # 1,600,000; fc1 800*500 = 400,000; fc2 500*10 = 5,000 -> 2,293,000; x2 x3 for training.
+  assert bench.FLOP_PER_IMAGE == 6 * 2_293_000
+
+
+def test_population_members_have_own_plans():
+  labels = np.arange(40) % 10
+  members = bench.make_population(3, labels)
+  lens = np.asarray(members.plan_len)
+  assert np.all((lens >= 20) & (lens <= 40)) and len(set(lens.tolist())) > 1
+  assert members.plan.shape == (3, lens.max())  # padded to the longest plan
+  for i in range(3):
+    plan = np.asarray(members.plan[i, :lens[i]])
+    assert len(set(plan.tolist())) == lens[i]             # a subset, no repeats
+    assert np.all(np.diff(labels[plan]) >= 0)             # sorted by class
+    np.testing.assert_array_equal(members.class_counts[i], np.bincount(labels[plan], minlength=10))
+
+
+def test_memory_fit_recovers_a_line():
+  rows = [{"P": p, "bytes_total": 1000 + 300 * p} for p in (1, 4, 16)]
+  fit = bench._fit_memory(rows, budget_bytes=10_000)
+  assert fit["bytes_per_model"] == pytest.approx(300)
+  assert fit["bytes_shared"] == pytest.approx(1000)
+  assert fit["max_population_in_budget"] == 30  # (10000 - 1000) // 300
+
+
+def test_quick_run_prints_table_and_json_last(capsys):
+  result = bench.main(["--quick", "--reference", "jax"])
+  lines = capsys.readouterr().out.strip().splitlines()
+  last = json.loads(lines[-1])
+  assert last == json.loads(json.dumps(result))
+  for key in ("images_per_s", "reference_images_per_s", "ratio", "peak_gflops",
+              "bytes_per_model", "max_population_in_budget"):
+    assert key in last and last[key] is not None
+  assert last["P"] == 4 and set(last["per_p"]) == {"1", "4"}
+  assert last["ratio"] == pytest.approx(last["images_per_s"] / last["reference_images_per_s"],
+                                        rel=1e-2)
+  assert last["bytes_per_model"] > 4 * 431_080 * 2  # at least params + momentum in float32
+  rows = [line.split() for line in lines if line.split()[:1] in (["1"], ["4"])]
+  assert len(rows) == 2  # one table row per P
+
+
+def test_bad_population_flag_is_refused():
+  with pytest.raises(ValueError, match="populations"):
+    bench.main(["--populations", "0"])
