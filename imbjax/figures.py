@@ -621,9 +621,77 @@ def write_tables(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathli
     return [path]
 
 
+
+# Metrics of the methods comparison (beyond the paper): row field or `extra` key.
+COMPARISON_METRICS: tuple[tuple[str, str], ...] = (
+    ("auc", "ROC AUC (%)"), ("accuracy", "accuracy (%)"),
+    ("balanced_accuracy", "balanced accuracy (%)"), ("few", "few-shot accuracy (%)"),
+    ("ece", "expected calibration error (%)"))
+
+
+def _comparison_value(row: Row, metric: str) -> float:
+    """The row's `metric` in percent (a store column, or a key of `extra`)."""
+    if metric in METRICS:
+        return 100.0 * metric_value(row, metric)
+    value = (row.get("extra") or {}).get(metric)
+    return float("nan") if value is None else 100.0 * float(value)
+
+
+def figure_methods(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
+    """Beyond the paper: every method of a case side by side, one panel per metric.
+
+    Drawn for each (dataset, model, case) whose rows include a method outside the
+    paper's eight (the modern long-tail methods): horizontal bars of the mean over
+    repetitions with the sample std as error bars, for AUC, accuracy, balanced accuracy,
+    few-shot accuracy and ECE. Thresholded methods show their thresholded accuracy; the
+    paper's methods and the others share one ordering (paper first).
+
+    Returns:
+      The paths written.
+    """
+    out_dir = pathlib.Path(out_dir)
+    paths = []
+    for (dataset, model), group in _by_dataset_model(select_best(rows)).items():
+        if all(r["method"] in METHOD_ORDER for r in group):
+            continue
+        cases: dict[tuple, list[Row]] = defaultdict(list)
+        for r in group:
+            if not is_partial(r):
+                cases[(r["profile"], r["rho"], r.get("mu"))].append(r)
+        for (profile, rho, mu), case_rows in sorted(cases.items(), key=str):
+            methods = sorted({r["method"] for r in case_rows}, key=method_sort_key)
+            if all(m in METHOD_ORDER for m in methods):
+                continue
+            styles = method_styles(methods)
+            fig, axes = _new_figure(len(COMPARISON_METRICS))
+            fig.set_size_inches(4.2 * 3, 0.28 * len(methods) * 2 + 2.5)
+            for ax, (metric, label) in zip(axes, COMPARISON_METRICS):
+                stats = [summarize([_comparison_value(r, metric) for r in case_rows
+                                    if r["method"] == m and r.get("status") == "ok"])
+                         for m in methods]
+                ys = np.arange(len(methods))
+                ax.barh(ys, [st.mean for st in stats], xerr=[st.std for st in stats],
+                        color=[styles[m].color for m in methods], alpha=0.85)
+                ax.set_yticks(ys, methods if ax is axes[0] or ax is axes[3] else [],
+                              fontsize="x-small")
+                ax.invert_yaxis()
+                ax.set_xlabel(label)
+                finite = [st.mean for st in stats if math.isfinite(st.mean)]
+                if finite and metric != "ece":
+                    lo = min(finite)
+                    ax.set_xlim(max(0.0, lo - (100 - lo) * 0.15), 100.0)
+                ax.grid(axis="x", alpha=0.3)
+            case = f"{profile} ρ={rho:g}" + ("" if mu is None else f" μ={mu:g}")
+            fig.suptitle(f"Methods compared ({dataset} / {model}): {case}")
+            path = out_dir / f"fig9_methods_{_slug(dataset, model, profile, rho, mu)}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fig.savefig(path, dpi=90)
+            paths.append(path)
+    return paths
+
 FIGURES: dict[str, Callable[[Sequence[Row], str | os.PathLike], list[pathlib.Path]]] = {
     "figure3": figure3, "figure4": figure4, "figure5": figure5, "figure6": figure6,
-    "figure7": figure7, "figure8": figure8,
+    "figure7": figure7, "figure8": figure8, "figure_methods": figure_methods,
 }
 
 

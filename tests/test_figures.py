@@ -141,7 +141,10 @@ def test_make_all_writes_every_figure(study):
         "fig5_linear_auc_digits_lenet5.png", "fig6_step_accuracy_digits_lenet5.png",
         "fig7_partial_digits_lenet5_rho100.png",
         # The curve case nearest the paper's (ρ=50, half the classes minority).
-        "fig8_curves_digits_lenet5_step_rho100_m5.png", "tables.md"])
+        "fig8_curves_digits_lenet5_step_rho100_m5.png", "tables.md",
+        # Beyond the paper: every step case holding a non-paper method (focal_loss).
+        *[f"fig9_methods_digits_lenet5_step_{rho}_{k / N_CLASSES:g}.png"
+          for rho in (10, 100) for k in (2, 5)]])
     assert all(p.parent == workdir / "figures" for p in paths)
     for p in paths:
         if p.suffix == ".png":
