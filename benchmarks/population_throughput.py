@@ -114,6 +114,8 @@ def time_population(trainer: pop.Trainer, p: int, data: pop.TrainData, steps: in
   members = pop.place(members, mesh)
   state = pop.init_population(trainer, members)
   nbytes = _compiled_bytes(trainer, state, members, data, steps)
+  if mesh is not None and nbytes > 0:
+    nbytes *= mesh.devices.size  # XLA reports one device's program; data is replicated
   t0 = time.perf_counter()
   state, metrics = pop.train_chunk(trainer, state, members, data, steps)
   jax.block_until_ready(metrics)

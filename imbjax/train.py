@@ -300,9 +300,23 @@ def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
       tau-normalised classifier; tau chosen on `val` by accuracy, default 1).
     val: optional (val_logits, val_labels) for choosing tau; for 'tau_norm' only the
       validation labels are used.
+
+  Returns:
+    The row's metric fields. A model whose outputs are not finite (its weights overflowed
+    without a non-finite loss, or it diverged before its first step) gets NaN metrics
+    and ``extra['non_finite_outputs'] = True``; the caller marks it diverged.
   """
   prior = thresholding.class_prior(counts)
   extra = {}
+  outputs = list(logits.values()) if isinstance(logits, dict) else [(logits, None)]
+  if val is not None:
+    outputs.append((val[0], None))
+  if not all(np.all(np.isfinite(np.asarray(x))) for pair in outputs for x in pair
+             if x is not None):
+    nan = float("nan")
+    return {"auc": nan, "accuracy": nan, "thresholded_accuracy": nan,
+            "balanced_accuracy": nan, "per_class_recall": [nan] * num_classes,
+            "extra": {"non_finite_outputs": True}}
   if posthoc == "tau_norm":
     taus = sorted(logits)
     tau = 1.0
@@ -344,6 +358,15 @@ def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
 TAU_NORM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 
 
+def _eval_batch(config, population_size: int) -> int:
+  """Per-model evaluation batch: `eval_batch_size` examples in flight for the population.
+
+  Activations (and im2col patches) of an evaluation step scale with models x batch, so
+  a large population evaluates each model on smaller batches.
+  """
+  return max(8, config.eval_batch_size // max(population_size, 1))
+
+
 def _tau_norm_logits(config, trainer, state, test_images, val_images, size):
   """Logits of every phase-1 model with its classifier tau-normalised, for a tau grid.
 
@@ -359,11 +382,11 @@ def _tau_norm_logits(config, trainer, state, test_images, val_images, size):
     params[last] = layer
     st = state.replace(params=params)
     test = population.fetch(population.predict(
-        trainer, st, test_images, batch_size=config.eval_batch_size))[:size]
+        trainer, st, test_images, batch_size=_eval_batch(config, size)))[:size]
     val = None
     if val_images is not None:
       val = population.fetch(population.predict(
-          trainer, st, val_images, batch_size=config.eval_batch_size))[:size]
+          trainer, st, val_images, batch_size=_eval_batch(config, size)))[:size]
     out[tau] = (test, val)
   return out
 
@@ -577,11 +600,11 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
       logits = _predict_stream(config, trainer, state, data.test, size)
     else:
       logits = population.fetch(population.predict(
-          trainer, state, test_images, batch_size=config.eval_batch_size))[:size]
+          trainer, state, test_images, batch_size=_eval_batch(config, size)))[:size]
     val_logits = None
     if val_images is not None:
       val_logits = population.fetch(population.predict(
-          trainer, state, val_images, batch_size=config.eval_batch_size))[:size]
+          trainer, state, val_images, batch_size=_eval_batch(config, size)))[:size]
     diverged = population.fetch(state.diverged)[:size]
     progress.done += size
     return state, logits, val_logits, diverged, curve
@@ -622,9 +645,10 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
                 tau_logits.items()}
     row = score(scored, test_labels, counts, num_classes, posthoc=r.method.posthoc,
                 val=val)
-    if val is not None:
+    if val is not None and not row["extra"].get("non_finite_outputs"):
       row["val_auc"] = float(metrics.multiclass_roc_auc(_softmax(val_logits),
                                                         jnp.asarray(data.val.labels)))
+    diverged = diverged or bool(row["extra"].get("non_finite_outputs"))
     row["extra"].update({"curve_steps": steps, "train_acc": train_curve})
     num_minority = None if case.mu is None else int(round(case.mu * num_classes))
     minority = [int(c) for c in np.flatnonzero(counts < counts.max())]

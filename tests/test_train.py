@@ -152,3 +152,13 @@ def test_modern_methods_and_posthoc_tau_on_a_validation_split(tmp_path):
   data = train.load_data(config)
   assert len(data.val.labels) + len(data.train.labels) == 1347
   assert not set(map(bytes, data.val.images[:20])) & set(map(bytes, data.train.images))
+
+
+def test_non_finite_outputs_are_scored_as_diverged_not_crashing():
+  logits = np.zeros((6, 3), np.float32)
+  logits[2, 1] = np.nan
+  labels = np.array([0, 1, 2, 0, 1, 2])
+  row = train.score(logits, labels, np.array([5, 5, 1]), 3)
+  assert row["extra"]["non_finite_outputs"] and np.isnan(row["auc"])
+  fine = train.score(np.eye(3)[labels] * 5, labels, np.array([5, 5, 1]), 3)
+  assert fine["auc"] == 1.0 and fine["accuracy"] == 1.0

@@ -27,5 +27,4 @@ def get_config():
   c.batch_size = 32
   c.chunk_steps = 150
   c.population_size = 64
-  c.eval_batch_size = 500
   return c
