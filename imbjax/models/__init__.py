@@ -13,7 +13,9 @@ Variables are {'params': ...}, plus {'batch_stats': ...} for ResNet-10 (train it
 
 Convolutions are lowered per backend (`conv_impl`; see `imbjax.models.layers`):
 'im2col' (patches x one matmul, fast under `vmap` + `scan` on CPU) or 'xla'
-(`lax.conv_general_dilated`, for GPU/TPU); 'auto' picks by `jax.default_backend()`.
+(`lax.conv_general_dilated`); 'auto' picks im2col for LeNet-5 and All-CNN on every
+backend (measured faster on CPU and on an H200) and, for ResNet-10, by
+`jax.default_backend()` (im2col on CPU, xla elsewhere).
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -50,6 +52,13 @@ _REGISTRY: dict[str, tuple[type[nn.Module], tuple[int, int, int], tuple[str, ...
 }
 
 
+# Measured on an H200 (benchmarks/README.md, 2026-11-28): under `vmap`, im2col beats XLA's
+# grouped convolution 2.6x for LeNet-5 and ~5x for All-CNN on GPU as well, so 'auto'
+# picks it for them on every backend. ResNet-10 keeps 'xla' off CPU: XLA:GPU aborts
+# compiling its vmapped im2col graph (a Triton GEMM tiling check).
+_IM2COL_ON_GPU = frozenset({'lenet5', 'allcnn'})
+
+
 def names() -> tuple[str, ...]:
   """Returns the registered model names: ('lenet5', 'allcnn', 'resnet10')."""
   return tuple(_REGISTRY)
@@ -68,8 +77,9 @@ def get(name: str, *, num_classes: int, conv_impl: str = 'auto',
   Args:
     name: one of `names()`.
     num_classes: number of output logits (>= 2).
-    conv_impl: 'auto', 'xla' or 'im2col'; 'auto' is resolved now, from
-      `jax.default_backend()` ('im2col' on CPU, 'xla' elsewhere).
+    conv_impl: 'auto', 'xla' or 'im2col'; 'auto' is resolved now: im2col for LeNet-5
+      and All-CNN; for ResNet-10 from `jax.default_backend()` ('im2col' on CPU, 'xla'
+      elsewhere).
     dtype: computation dtype (parameters stay float32).
 
   Returns:
@@ -81,6 +91,8 @@ def get(name: str, *, num_classes: int, conv_impl: str = 'auto',
   cls = _entry(name)[0]
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
     raise ValueError(f'num_classes must be an int >= 2, got {num_classes!r}')
+  if conv_impl == 'auto' and name in _IM2COL_ON_GPU:
+    conv_impl = 'im2col'
   return cls(num_classes=num_classes, conv_impl=resolve_conv_impl(conv_impl), dtype=dtype)
 
 
