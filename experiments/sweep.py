@@ -28,16 +28,30 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config", _QUICKSTART, "Study config file (ml_collections).", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for results, figures and "
                                "checkpoints (default: runs/<config file name>).")
+_COORDINATOR = flags.DEFINE_string(
+    "coordinator_address", None, "host:port of process 0, to shard populations over "
+    "several hosts with jax.distributed (every process runs the same command).")
+_NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
+_PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  if _COORDINATOR.value:
+    # Every process builds the same deterministic grid; the model axis of each
+    # population is sharded over all devices of all processes; process 0 writes the store.
+    import jax
+    jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
+                               num_processes=_NUM_PROCESSES.value,
+                               process_id=_PROCESS_ID.value)
   config = _CONFIG.value
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
   logging.set_verbosity(logging.INFO)
   result = train.train_and_evaluate(config, workdir, log=print)
+  if "store" not in result:  # not process 0: nothing to print
+    return
   with store_lib.ResultsStore(workdir) as store:
     rows = store.rows()
   print(f"\n{result['rows']} new rows; {len(rows)} in {result['store']}\n")

@@ -721,11 +721,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   trainer = _trainer(config, data)
   all_cases = cases(config)
   all_groups = groups(config, all_cases)
-  todo = []
-  for g in all_groups:
-    keys = [r.run_key(config) for c in g.cases for r in model_specs(config, c)[1]]
-    if not all(k in done for k in keys):
-      todo.append(g)
+  pending = np.array([
+      not all(r.run_key(config) in done for c in g.cases for r in model_specs(config, c)[1])
+      for g in all_groups], np.int32)
+  if jax.process_count() > 1:
+    # Only process 0 reads the store: every process must train the same groups, or the
+    # sharded population programs would wait on each other forever.
+    from jax.experimental import multihost_utils
+    pending = np.asarray(multihost_utils.broadcast_one_to_all(pending))
+  todo = [g for g, p in zip(all_groups, pending) if p]
   n_models = sum(len(model_specs(config, c)[0]) for g in todo for c in g.cases)
   log(f"study: {len(all_groups)} groups, {len(all_groups) - len(todo)} already done, "
       f"{n_models} models to train on {len(jax.devices())} device(s)")
@@ -753,6 +757,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if store is not None:
     store.export_csv()
     store.close()
-  return {"rows": written, "skipped_groups": len(all_groups) - len(todo),
-          "trained_groups": trained, "total_groups": len(all_groups),
-          "store": str(workdir / store_lib.DB_NAME)}
+  result = {"rows": written, "skipped_groups": len(all_groups) - len(todo),
+            "trained_groups": trained, "total_groups": len(all_groups)}
+  if store is not None:
+    result["store"] = str(workdir / store_lib.DB_NAME)
+  return result
