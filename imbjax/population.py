@@ -515,7 +515,7 @@ def train_chunk_streamed(trainer: Trainer, state: TrainState, members: Member,
 def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
         num_steps: int, chunk_steps: int = 500, checkpoint_dir=None,
         checkpoint_every: int = 0,
-        on_chunk: Callable[[int, dict], None] | None = None) -> TrainState:
+        on_chunk: Callable[[int, dict, TrainState], None] | None = None) -> TrainState:
   """Trains a population for `num_steps` iterations, `chunk_steps` per compiled call.
 
   Args:
@@ -531,7 +531,8 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
     checkpoint_dir: if given, an Orbax checkpoint of the population is saved there every
       `checkpoint_every` steps (and at the end), and `fit` restores the newest one first:
       a killed long run resumes from its last checkpoint.
-    on_chunk: called as ``on_chunk(step_done, host_metrics)`` after each chunk.
+    on_chunk: called as ``on_chunk(step_done, host_metrics, state)`` after each chunk
+      (e.g. to evaluate the population at log points for convergence curves).
 
   Returns:
     The trained state.
@@ -555,7 +556,7 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
       state, metrics = train_chunk(trainer, state, members, data, n)
     done += n
     if on_chunk is not None:
-      on_chunk(done, fetch(metrics))
+      on_chunk(done, fetch(metrics), state)
     if manager is not None and (done - last_saved >= checkpoint_every or done == num_steps):
       manager.save(done, args=ocp.args.StandardSave(state))
       manager.wait_until_finished()

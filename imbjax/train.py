@@ -542,9 +542,13 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
   mesh = population.model_mesh() if n_dev > 1 else None
   streamed = config.input == "stream"
   test_labels = data.test.labels
-  test_images = val_images = None
+  test_images = val_images = curve_images = curve_labels = None
   if not streamed:
     test_images = population.place(data.test.images, mesh, replicated=True)
+    if config.curve_test_examples > 0:
+      n_curve = min(config.curve_test_examples, len(test_labels))
+      curve_images = test_images[:n_curve]
+      curve_labels = np.asarray(test_labels[:n_curve])
     val_images = (population.place(data.val.images, mesh, replicated=True)
                   if data.val is not None else None)
 
@@ -578,14 +582,19 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
     if config.checkpoint_every > 0:
       ckpt = str(pathlib.Path(workdir).resolve() / "checkpoints" /
                  f"{group.group_id}_phase{phase}")
-    curve = {"steps": [], "train_acc": [], "loss": []}
+    curve = {"steps": [], "train_acc": [], "test_acc": [], "loss": []}
     last = [0]
 
-    def on_chunk(step_done, m):
+    def on_chunk(step_done, m, state):
       progress.images += trainer.batch_size * size * (step_done - last[0])
       last[0] = step_done
       curve["steps"].append(step_done)
       curve["train_acc"].append(np.asarray(m["accuracy"])[:size].tolist())
+      if curve_images is not None:  # test accuracy at log points (paper Figure 8)
+        logits = population.fetch(population.predict(
+            trainer, state, curve_images, batch_size=_eval_batch(config, size)))[:size]
+        acc = (np.argmax(logits, -1) == curve_labels[None]).mean(-1)
+        curve["test_acc"].append(acc.tolist())
       curve["loss"].append(np.asarray(m["loss"])[:size].tolist())
       progress.scalars({"loss_mean": float(np.nanmean(m["loss"][:size])),
                         "train_accuracy_mean": float(np.nanmean(m["accuracy"][:size]))})
@@ -611,13 +620,15 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
 
   outputs = {}
   state1, logits1, val1, div1, curve1 = run(phase1, 1)
+  test_curve = lambda curve, i: [c[i] for c in curve["test_acc"]]
   tau_logits = {}
   if any(r.method.posthoc == "tau_norm" for r in rows) and not streamed:
     tau_logits = _tau_norm_logits(config, trainer, state1, test_images, val_images,
                                   len(phase1))
   for i, s in enumerate(phase1):
     outputs[s] = (logits1[i], None if val1 is None else val1[i], div1[i],
-                  [c[i] for c in curve1["train_acc"]], curve1["steps"])
+                  [c[i] for c in curve1["train_acc"]], curve1["steps"],
+                  test_curve(curve1, i))
   if phase2:
     index = {s: i for i, s in enumerate(phase1)}
     src = np.array([index[s.source] for s in phase2])
@@ -627,12 +638,13 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
     for i, s in enumerate(phase2):
       outputs[s] = (logits2[i], None if val2 is None else val2[i],
                     div2[i] | outputs[s.source][2],
-                    [c[i] for c in curve2["train_acc"]], curve2["steps"])
+                    [c[i] for c in curve2["train_acc"]], curve2["steps"],
+                    test_curve(curve2, i))
 
   wall = (time.time() - t0) / max(len(specs), 1)
   out_rows = []
   for r in rows:
-    logits, val_logits, diverged, train_curve, steps = outputs[r.model]
+    logits, val_logits, diverged, train_curve, steps, test_acc = outputs[r.model]
     counts, _ = per_case[r.model.case]
     case = r.model.case
     val = None
@@ -650,6 +662,8 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
                                                         jnp.asarray(data.val.labels)))
     diverged = diverged or bool(row["extra"].get("non_finite_outputs"))
     row["extra"].update({"curve_steps": steps, "train_acc": train_curve})
+    if test_acc:
+      row["extra"]["test_acc"] = test_acc
     num_minority = None if case.mu is None else int(round(case.mu * num_classes))
     minority = [int(c) for c in np.flatnonzero(counts < counts.max())]
     row.update(

@@ -149,7 +149,7 @@ def test_fit_checkpoints_and_resumes(data, tmp_path):
   seen = []
   resumed = pop.fit(trainer, pop.init_population(trainer, members), members, data,
                     num_steps=8, chunk_steps=4, checkpoint_dir=ckpt, checkpoint_every=4,
-                    on_chunk=lambda s, m: seen.append(s))
+                    on_chunk=lambda s, m, st: seen.append(s))
   assert seen == [8]
   _assert_tree_close(resumed.params, full.params, rtol=1e-6, atol=1e-7)
 
