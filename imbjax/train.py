@@ -358,6 +358,12 @@ def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
 TAU_NORM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
 
 
+def _logits(config, trainer, state, images, size: int) -> np.ndarray:
+  """Host logits [size, N, C] of the population's first `size` models (drops padding)."""
+  return population.fetch(population.predict(
+      trainer, state, images, batch_size=_eval_batch(config, size)))[:size]
+
+
 def _eval_batch(config, population_size: int) -> int:
   """Per-model evaluation batch: `eval_batch_size` examples in flight for the population.
 
@@ -381,12 +387,10 @@ def _tau_norm_logits(config, trainer, state, test_images, val_images, size):
     layer["kernel"] = jax.vmap(lambda k: losses.tau_normalize(k, tau))(layer["kernel"])
     params[last] = layer
     st = state.replace(params=params)
-    test = population.fetch(population.predict(
-        trainer, st, test_images, batch_size=_eval_batch(config, size)))[:size]
+    test = _logits(config, trainer, st, test_images, size)
     val = None
     if val_images is not None:
-      val = population.fetch(population.predict(
-          trainer, st, val_images, batch_size=_eval_batch(config, size)))[:size]
+      val = _logits(config, trainer, st, val_images, size)
     out[tau] = (test, val)
   return out
 
@@ -591,8 +595,7 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
       curve["steps"].append(step_done)
       curve["train_acc"].append(np.asarray(m["accuracy"])[:size].tolist())
       if curve_images is not None:  # test accuracy at log points (paper Figure 8)
-        logits = population.fetch(population.predict(
-            trainer, state, curve_images, batch_size=_eval_batch(config, size)))[:size]
+        logits = _logits(config, trainer, state, curve_images, size)
         acc = (np.argmax(logits, -1) == curve_labels[None]).mean(-1)
         curve["test_acc"].append(acc.tolist())
       curve["loss"].append(np.asarray(m["loss"])[:size].tolist())
@@ -608,12 +611,10 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
     if streamed:
       logits = _predict_stream(config, trainer, state, data.test, size)
     else:
-      logits = population.fetch(population.predict(
-          trainer, state, test_images, batch_size=_eval_batch(config, size)))[:size]
+      logits = _logits(config, trainer, state, test_images, size)
     val_logits = None
     if val_images is not None:
-      val_logits = population.fetch(population.predict(
-          trainer, state, val_images, batch_size=_eval_batch(config, size)))[:size]
+      val_logits = _logits(config, trainer, state, val_images, size)
     diverged = population.fetch(state.diverged)[:size]
     progress.done += size
     return state, logits, val_logits, diverged, curve
