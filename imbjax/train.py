@@ -355,7 +355,7 @@ def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
 # ----------------------------------------------------------------------------------------
 # One group.
 
-TAU_NORM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5)
+TAU_NORM_GRID = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 3.0)
 
 
 def _logits(config, trainer, state, images, size: int) -> np.ndarray:
