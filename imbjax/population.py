@@ -174,8 +174,7 @@ def make_member(key: jax.Array, plan: np.ndarray, num_classes: int, *, base_lr: 
   else:
     counts = np.zeros(c, np.int32)
     starts = np.zeros(c, np.int32)
-  ones = np.ones(c, np.float32)
-  zeros = np.zeros(c, np.float32)
+  neutral = losses.neutral_coefficients(c)  # plain cross-entropy
   if isinstance(key, jax.Array) and jnp.issubdtype(key.dtype, jax.dtypes.prng_key):
     key = jax.random.key_data(key)
   padded = np.zeros(length, np.int32)
@@ -188,9 +187,11 @@ def make_member(key: jax.Array, plan: np.ndarray, num_classes: int, *, base_lr: 
       probs_start=f32(probs_start, uniform), probs_end=f32(
           probs_end, uniform if probs_start is None else probs_start),
       classwise=np.bool_(classwise), base_lr=np.float32(base_lr),
-      output_only=np.bool_(output_only), class_weights=f32(class_weights, ones),
-      reweight_start=np.int32(reweight_start), logit_offset=f32(logit_offset, zeros),
-      margin=f32(margin, zeros), logit_scale=np.float32(logit_scale),
+      output_only=np.bool_(output_only),
+      class_weights=f32(class_weights, neutral.class_weights),
+      reweight_start=np.int32(reweight_start),
+      logit_offset=f32(logit_offset, neutral.logit_offset),
+      margin=f32(margin, neutral.margin), logit_scale=np.float32(logit_scale),
       focal_gamma=np.float32(focal_gamma))
 
 

@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from imbjax.imbalance import _host_rng
+from imbjax.imbalance import _as_labels, _host_rng
 
 __all__ = [
     "class_counts",
@@ -65,12 +65,7 @@ def _check_labels(labels: Any, num_classes: int | None) -> tuple[np.ndarray, int
     arr = np.asarray(labels)
     if arr.ndim != 1 or arr.size == 0:
         raise ValueError(f"labels must be a non-empty 1-D array, got shape {arr.shape}")
-    if not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise ValueError(f"labels must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.min() < 0:
-        raise ValueError(f"labels must be >= 0, got label {int(arr.min())}")
+    arr = _as_labels(arr)  # integer-valued, >= 0 (the check `imbalance.subsample` uses)
     if num_classes is None:
         num_classes = int(arr.max()) + 1
     elif isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \

@@ -498,11 +498,10 @@ class Progress:
     if self._workdir is None or not self.enabled:
       return
     try:
+      import tensorflow as tf
       if self._writer is None:
-        import tensorflow as tf
         tf.config.set_visible_devices([], "GPU")
         self._writer = tf.summary.create_file_writer(str(self._workdir / "tensorboard"))
-      import tensorflow as tf
       with self._writer.as_default(step=self._step):
         for k, v in values.items():
           tf.summary.scalar(k, float(v))
