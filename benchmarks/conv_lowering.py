@@ -2,8 +2,9 @@
 
 Times P LeNet-5 models (own parameters, own batches) taking SGD steps as
 `lax.scan(vmap(value_and_grad(loss)))`, for each lowering: 'xla' (lax.conv, grouped
-under vmap), 'im2col' with slicing patches, and 'im2col' with
-`lax.conv_general_dilated_patches`. Prints images/s (all models together) and the ratio
+under vmap), 'im2col' with slicing patches, 'im2col' with
+`lax.conv_general_dilated_patches`, and 'banded' (rows x banded kernel; the patch
+setting does not apply to it). Prints images/s (all models together) and the ratio
 to the first variant measured in the same run.
 
   python benchmarks/conv_lowering.py --models 8 --steps 20 --batch 64 [--model allcnn]
@@ -56,7 +57,8 @@ def main() -> None:
   ap.add_argument('--steps', type=int, default=20)
   ap.add_argument('--batch', type=int, default=64)
   ap.add_argument('--repeats', type=int, default=3)
-  ap.add_argument('--variants', default='xla:slices,im2col:slices,im2col:xla_patches',
+  ap.add_argument('--variants',
+                  default='xla:slices,im2col:slices,im2col:xla_patches,banded:slices',
                   help='comma-separated impl:patches pairs; the first is the reference')
   a = ap.parse_args()
   print(f'backend={jax.default_backend()} model={a.model} P={a.models} '

@@ -74,7 +74,7 @@ class Trainer:
     schedule: name of the learning-rate multiplier in `imbjax.optim`.
     schedule_kwargs: its arguments, as a tuple of (name, value) pairs.
     momentum, weight_decay: Caffe SGD settings.
-    conv_impl: convolution lowering ('auto', 'xla', 'im2col'); see `imbjax.models`.
+    conv_impl: convolution lowering ('auto', 'xla', 'im2col', 'banded'); see `imbjax.models`.
     input_shape: HWC of one example.
   """
   model: str = "lenet5"

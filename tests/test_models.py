@@ -96,7 +96,7 @@ def test_unknown_model_name_is_refused_with_the_list(fn):
 
 
 def test_bad_arguments_are_refused():
-  with pytest.raises(ValueError, match=r"'fft'.*auto.*xla.*im2col"):
+  with pytest.raises(ValueError, match=r"'fft'.*auto.*xla.*im2col.*banded"):
     models.get('lenet5', num_classes=10, conv_impl='fft')
   for bad in (1, 0, 2.5, True):
     with pytest.raises(ValueError, match='num_classes'):
@@ -107,10 +107,15 @@ def test_bad_arguments_are_refused():
     layers.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, 'fft')
 
 
-def test_auto_resolves_by_backend():
-  want = 'im2col' if jax.default_backend() == 'cpu' else 'xla'
-  assert models.get('lenet5', num_classes=10).conv_impl == want
-  assert layers.resolve_conv_impl('xla') == 'xla'
+def test_auto_resolves_by_backend_and_model():
+  cpu = jax.default_backend() == 'cpu'
+  assert models.get('lenet5', num_classes=10).conv_impl == ('banded' if cpu else 'im2col')
+  assert models.get('allcnn', num_classes=10).conv_impl == 'im2col'
+  assert models.get('resnet10', num_classes=10).conv_impl == ('im2col' if cpu else 'xla')
+  assert layers.resolve_conv_impl('auto') == ('im2col' if cpu else 'xla')
+  for impl in ('xla', 'im2col', 'banded'):
+    assert layers.resolve_conv_impl(impl) == impl
+    assert models.get('allcnn', num_classes=10, conv_impl=impl).conv_impl == impl
 
 
 # ------------------------------------------------------------------ counts and shapes
@@ -282,7 +287,7 @@ def _np_lenet(params, x):
   return x @ p['fc2']['kernel'] + p['fc2']['bias']
 
 
-@pytest.mark.parametrize('impl', ['xla', 'im2col'])
+@pytest.mark.parametrize('impl', ['xla', 'im2col', 'banded'])
 def test_lenet5_matches_numpy_reference(impl):
   net, v = _init('lenet5', impl, (1, 28, 28, 1))
   # Non-zero biases so their placement is checked too.
@@ -304,7 +309,7 @@ def test_conv_lowerings_match_flax_conv(k, s, p, hw):
   def run(x):
     v = jax.tree.map(lambda a: a + 0.1 if a.ndim == 1 else a, ref.init(KEY, x))
     got = [layers.Conv(4, k, strides=s, padding=p, impl=impl).apply(v, x)
-           for impl in ('xla', 'im2col')]
+           for impl in ('xla', 'im2col', 'banded')]
     return (ref.apply(v, x), got, layers.im2col_xla_patches(x, (k, k), (s, s), pads),
             layers.im2col_slices(x, (k, k), (s, s), pads))
 
@@ -319,9 +324,40 @@ def test_conv_lowerings_match_flax_conv(k, s, p, hw):
 def test_max_pool_lowerings_match_reduce_window(window, stride, pad, hw):
   x = jax.random.normal(jax.random.key(5), (2, hw, hw, 3))
   want = nn.max_pool(x, (window, window), (stride, stride), [(pad, pad)] * 2)
-  for impl in ('xla', 'im2col'):
+  for impl in ('xla', 'im2col', 'banded'):
     np.testing.assert_array_equal(
         _jit(lambda x, impl=impl: layers.max_pool(x, window, stride, impl, pad))(x), want)
+
+
+def test_banded_max_pool_gradient_goes_to_the_first_maximum_like_reduce_window():
+  # Ties are the normal case for LeNet-5's conv1 over MNIST's zero background.
+  x = jax.random.normal(jax.random.key(6), (2, 9, 8, 3))
+  x = x.at[0, :4, :4, :].set(0.5).at[1, 2:6, 2:4, 1].set(-0.25)
+  loss = lambda impl: (lambda x: (layers.max_pool(x, 2, 2, impl) ** 3).sum())
+  want = jax.grad(lambda x: (nn.max_pool(x, (2, 2), (2, 2)) ** 3).sum())(x)
+  got = _jit(jax.grad(loss('banded')))(x)
+  np.testing.assert_array_equal(got, want)
+  # Exactly one element per 2x2 window of the tied block gets the gradient: the first.
+  np.testing.assert_array_equal(np.asarray(got[0, :4, :4, 0]) != 0,
+                                np.tile([[True, False], [False, False]], (2, 2)))
+  # Same under vmap (the population engine's view).
+  np.testing.assert_array_equal(_jit(jax.vmap(jax.grad(loss('banded'))))(x[:, None])[:, 0],
+                                want)
+
+
+@pytest.mark.parametrize('width,stride', [(12, 1), (9, 2), (5, 1)])
+def test_banded_kernel_places_each_tap_on_its_diagonal(width, stride):
+  kh, kw, c, o = 2, 3, 2, 4
+  k = jax.random.normal(jax.random.key(9), (kh, kw, c, o))
+  band = np.asarray(layers.banded_kernel(k, width, stride))
+  wo = (width - kw) // stride + 1
+  assert band.shape == (kh * width * c, wo * o)
+  band = band.reshape(kh, width, c, wo, o)
+  for v in range(wo):
+    for x in range(width):
+      j = x - stride * v
+      want = np.asarray(k[:, j]) if 0 <= j < kw else np.zeros((kh, c, o))
+      np.testing.assert_array_equal(band[:, x, :, v, :], want)
 
 
 # ------------------------------------------------------- im2col == xla, grads, vmap
@@ -360,11 +396,16 @@ def test_im2col_equals_xla_single_and_vmapped(name):
     one = _loss_and_grads(name, 'im2col', jax.tree.map(lambda a: a[0], vs), xs[0], ys[0],
                           kds[0])
     pop = {impl: jax.vmap(lambda v, x, y, k, impl=impl: _loss_and_grads(name, impl, v, x, y, k))(
-        vs, xs, ys, kds) for impl in ('xla', 'im2col')}
+        vs, xs, ys, kds) for impl in impls}
     return one, pop
 
+  # 'banded' for the narrow-image model it is chosen for; it is exact for any model
+  # (test_conv_lowerings_match_flax_conv) but costs W/KW times the multiply-adds.
+  impls = ('xla', 'im2col', 'banded') if name == 'lenet5' else ('xla', 'im2col')
   one, pop = run(vs, xs, ys, kds)
   _assert_trees_close(pop['im2col'], pop['xla'], rtol)
+  if 'banded' in pop:
+    _assert_trees_close(pop['banded'], pop['xla'], rtol)
   # One model alone (no vmap) is the population's first model under either lowering.
   _assert_trees_close(one, jax.tree.map(lambda a: a[0], pop['xla']), rtol)
   _assert_trees_close(one, jax.tree.map(lambda a: a[0], pop['im2col']), rtol)

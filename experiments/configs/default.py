@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.chunk_steps = 500           # steps per compiled lax.scan call
   c.curve_test_examples = 1000  # test examples scored at each chunk for Figure 8 (0 = off)
   c.eval_batch_size = 4000        # test examples in flight per evaluation step, all models
-  c.conv_impl = "auto"          # 'auto' | 'xla' | 'im2col'
+  c.conv_impl = "auto"          # 'auto' | 'xla' | 'im2col' | 'banded'
   c.checkpoint_every = 0        # steps between Orbax checkpoints (0 = off; groups are the unit)
   c.make_figures = True
   c.verbose = True

@@ -11,11 +11,11 @@ Variables are {'params': ...}, plus {'batch_stats': ...} for ResNet-10 (train it
 | 'allcnn'   | Table 3 (CIFAR-10)  | (32, 32, 3)    | 1,369,738                  |
 | 'resnet10' | Sec. 3.3.3 (ILSVRC) | (224, 224, 3)  | 5,418,792 (+5,760 BN stats)|
 
-Convolutions are lowered per backend (`conv_impl`; see `imbjax.models.layers`):
-'im2col' (patches x one matmul, fast under `vmap` + `scan` on CPU) or 'xla'
-(`lax.conv_general_dilated`); 'auto' picks im2col for LeNet-5 and All-CNN on every
-backend (measured faster on CPU and on an H200) and, for ResNet-10, by
-`jax.default_backend()` (im2col on CPU, xla elsewhere).
+Convolutions are lowered per backend and model (`conv_impl`; see
+`imbjax.models.layers`): 'im2col' (patches x one matmul), 'banded' (image rows x a
+banded kernel matrix; for narrow images) or 'xla' (`lax.conv_general_dilated`). 'auto'
+picks, from measurements: LeNet-5 banded on CPU and im2col elsewhere; All-CNN im2col on
+every backend; ResNet-10 im2col on CPU and xla elsewhere. Any of them can be forced.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -57,6 +58,11 @@ _REGISTRY: dict[str, tuple[type[nn.Module], tuple[int, int, int], tuple[str, ...
 # picks it for them on every backend. ResNet-10 keeps 'xla' off CPU: XLA:GPU aborts
 # compiling its vmapped im2col graph (a Triton GEMM tiling check).
 _IM2COL_ON_GPU = frozenset({'lenet5', 'allcnn'})
+# Measured on 2 AMD EPYC cores (benchmarks/README.md, 2026-11-28): for LeNet-5's narrow
+# images the banded lowering beats im2col ~1.4x in the population step on XLA:CPU. Not
+# measured on a GPU yet, so GPUs keep im2col. All-CNN's 32-wide images would cost ~11x
+# the multiply-adds banded, so it stays im2col.
+_BANDED_ON_CPU = frozenset({'lenet5'})
 
 
 def names() -> tuple[str, ...]:
@@ -77,9 +83,9 @@ def get(name: str, *, num_classes: int, conv_impl: str = 'auto',
   Args:
     name: one of `names()`.
     num_classes: number of output logits (>= 2).
-    conv_impl: 'auto', 'xla' or 'im2col'; 'auto' is resolved now: im2col for LeNet-5
-      and All-CNN; for ResNet-10 from `jax.default_backend()` ('im2col' on CPU, 'xla'
-      elsewhere).
+    conv_impl: 'auto', 'xla', 'im2col' or 'banded'; 'auto' is resolved now from the
+      model and `jax.default_backend()`: LeNet-5 'banded' on CPU, else 'im2col';
+      All-CNN 'im2col'; ResNet-10 'im2col' on CPU, else 'xla'.
     dtype: computation dtype (parameters stay float32).
 
   Returns:
@@ -91,7 +97,9 @@ def get(name: str, *, num_classes: int, conv_impl: str = 'auto',
   cls = _entry(name)[0]
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
     raise ValueError(f'num_classes must be an int >= 2, got {num_classes!r}')
-  if conv_impl == 'auto' and name in _IM2COL_ON_GPU:
+  if conv_impl == 'auto' and name in _BANDED_ON_CPU and jax.default_backend() == 'cpu':
+    conv_impl = 'banded'
+  elif conv_impl == 'auto' and name in _IM2COL_ON_GPU:
     conv_impl = 'im2col'
   return cls(num_classes=num_classes, conv_impl=resolve_conv_impl(conv_impl), dtype=dtype)
 

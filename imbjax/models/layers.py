@@ -1,4 +1,4 @@
-"""Convolution and pooling lowered two ways, chosen per backend.
+"""Convolution and pooling lowered three ways, chosen per backend and model.
 
 The population engine `jax.vmap`s a whole train step over a leading model axis, so
 every model brings its own kernels. On XLA:CPU a vmapped `lax.conv_general_dilated`
@@ -10,9 +10,13 @@ with per-model kernels becomes a grouped convolution (4-8x slower), and inside
   pooling by `reduce_window` (`nn.max_pool`). The right choice on GPU/TPU.
 - ``impl='im2col'``: patches by strided slicing + concat, then ONE `dot_general`, so that
   under `vmap` it becomes a batched matmul; max-pooling 2x2/2 as reshape + max. The
-  right choice on CPU.
+  choice on GPU for LeNet-5 and All-CNN, and on CPU for All-CNN and ResNet-10.
+- ``impl='banded'``: whole image rows times a banded (block-Toeplitz) kernel matrix, ONE
+  matmul per layer with large K and N (`banded_conv`). More multiply-adds than im2col
+  (W/KW times a direct convolution) but far less data movement; the choice on CPU for
+  LeNet-5, whose images are narrow (28 and 12 columns for 5-wide kernels).
 
-Both have the same parameters ('kernel' HWIO, 'bias'), so a checkpoint or a parameter
+All have the same parameters ('kernel' HWIO, 'bias'), so a checkpoint or a parameter
 tree is interchangeable between them; tests check equal logits and gradients.
 
 Measured with benchmarks/conv_lowering.py (LeNet-5, P models vmapped, value_and_grad
@@ -26,6 +30,11 @@ Measured with benchmarks/conv_lowering.py (LeNet-5, P models vmapped, value_and_
   aborted compiling the vmapped ResNet-10 im2col forward (triton_tiling_propagation.cc
   "Check failed: subdim_size_accumulator == dim_size"); XLA_FLAGS=
   --xla_gpu_enable_triton_gemm=false avoided it. 'auto' therefore stays 'xla' off CPU.
+- XLA:CPU, 2 idle AMD EPYC cores, 2026-11-28, the engine's own step (P models, 8 steps,
+  images/s): LeNet-5 banded 2,900-3,900 vs im2col 1,800-2,700 at P=8 and P=32
+  (benchmarks/README.md). The profile of one im2col step: 38% of the time went to
+  building conv2's 25-fold patches and summing their gradients, and its conv2 matmuls
+  (4096x500 @ 500x50) ran at ~80 GFLOP/s against ~200 for the banded ones.
 """
 
 from __future__ import annotations
@@ -38,7 +47,8 @@ import jax.numpy as jnp
 from flax import linen as nn
 from jax import lax
 
-CONV_IMPLS = ('auto', 'xla', 'im2col')
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'banded')
+_CONCRETE_IMPLS = ('xla', 'im2col', 'banded')
 
 Initializer = Callable[..., jax.Array]
 
@@ -53,11 +63,12 @@ def resolve_conv_impl(conv_impl: str) -> str:
   """Maps a requested convolution lowering to a concrete one.
 
   Args:
-    conv_impl: one of 'auto', 'xla', 'im2col'. 'auto' picks 'im2col' when
-      `jax.default_backend()` is 'cpu' and 'xla' otherwise (GPU/TPU).
+    conv_impl: one of 'auto', 'xla', 'im2col', 'banded'. 'auto' picks 'im2col' when
+      `jax.default_backend()` is 'cpu' and 'xla' otherwise (GPU/TPU); `models.get`
+      refines 'auto' per model before calling this.
 
   Returns:
-    'xla' or 'im2col'.
+    'xla', 'im2col' or 'banded'.
 
   Raises:
     ValueError: if `conv_impl` is not one of `CONV_IMPLS`.
@@ -139,6 +150,73 @@ def im2col_xla_patches(x: jax.Array, kernel_size: tuple[int, int], strides: tupl
 _PATCHES = ('slices', 'xla')
 
 
+def banded_kernel(kernel: jax.Array, width: int, strides_w: int = 1) -> jax.Array:
+  """An HWIO kernel as one banded (block-Toeplitz) matrix over whole image rows.
+
+  Row `(i, x, c)` (kernel row i, input column x, input channel c) and column `(v, o)`
+  (output column v, output channel o) hold ``kernel[i, x - s*v, c, o]`` where
+  ``0 <= x - s*v < KW``, else 0. Built by zero-padding the kernel into each output
+  column's place and stacking: pure data movement, so the entries are the kernel's
+  values exactly on every backend, and the transpose (the kernel gradient) sums the
+  band's diagonals. (An einsum with a 0/1 selector computes the same but is a K=KW
+  matmul plus two transposes: ~3x slower here.)
+
+  Args:
+    kernel: (KH, KW, C, O).
+    width: input width W (after padding).
+    strides_w: horizontal stride.
+
+  Returns:
+    (KH * W * C, WO * O), WO = (W - KW) // strides_w + 1.
+  """
+  kh, kw, c, o = kernel.shape
+  wo = (width - kw) // strides_w + 1
+  cols = [jnp.pad(kernel, ((0, 0), (strides_w * v, width - kw - strides_w * v), (0, 0),
+                           (0, 0)))
+          for v in range(wo)]
+  return jnp.stack(cols, axis=3).reshape(kh * width * c, wo * o)  # (KH, W, C, WO, O)
+
+
+def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                pads: tuple[tuple[int, int], ...]) -> jax.Array:
+  """Convolution as ONE matmul of stacked image rows with `banded_kernel`.
+
+  Output row r needs input rows ``s*r + i`` for i < KH; those KH rows, each flattened
+  to W*C values, are concatenated (KH contiguous chunks, not KH*KW small ones as in
+  im2col) and multiplied by the (KH*W*C, WO*O) banded kernel, which computes the
+  whole output row at once. It does W/KW times the multiply-adds of a direct
+  convolution (2.4x for LeNet-5's conv2, 5.6x for conv1) but replaces im2col's KH*KW-fold
+  patch copies, which dominate a small CNN's step on XLA:CPU, by a KH-fold row copy, and
+  its matmuls have large K and N (e.g. 512x1200 @ 1200x400 instead of 4096x500 @ 500x50:
+  ~200 vs ~80 GFLOP/s on 2 AMD EPYC cores). Worth it only when W/KW is small, as in
+  LeNet-5; see `benchmarks/README.md`.
+
+  Args:
+    x: (N, H, W, C).
+    kernel: (KH, KW, C, O).
+    strides: (SH, SW).
+    pads: ((top, bottom), (left, right)).
+
+  Returns:
+    (N, HO, WO, O).
+  """
+  if any(p for pair in pads for p in pair):
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  n, h, w, c = x.shape
+  kh, kw, _, o = kernel.shape
+  sh, sw = strides
+  ho, wo = (h - kh) // sh + 1, (w - kw) // sw + 1
+  if ho < 1 or wo < 1:
+    raise ValueError(f'input spatial size {(h, w)} (after padding) is smaller than the '
+                     f'kernel {(kh, kw)}')
+  xr = x.reshape(n, h, w * c)
+  rows = [lax.slice(xr, (0, i, 0), (n, i + sh * (ho - 1) + 1, w * c), (1, sh, 1))
+          for i in range(kh)]
+  xx = rows[0] if kh == 1 else jnp.concatenate(rows, axis=-1)  # (N, HO, KH*W*C)
+  y = lax.dot_general(xx, banded_kernel(kernel, w, sw), (((2,), (0,)), ((), ())))
+  return y.reshape(n, ho, wo, o)
+
+
 class Conv(nn.Module):
   """2-D convolution over NHWC inputs with a choice of lowering.
 
@@ -151,7 +229,7 @@ class Conv(nn.Module):
     strides: int or (SH, SW).
     padding: 'VALID' or a symmetric zero pad in pixels (Caffe's `pad`).
     use_bias: whether to add a bias.
-    impl: 'xla' or 'im2col' (resolve 'auto' with `resolve_conv_impl` first).
+    impl: 'xla', 'im2col' or 'banded' (resolve 'auto' with `resolve_conv_impl` first).
     patches: how 'im2col' builds its patches: 'slices' (`im2col_slices`; cheap to
       differentiate) or 'xla' (`im2col_xla_patches`). 'xla' is ~5x faster forward on
       XLA:CPU for a one-channel input (1.6 vs 8.9 ms per LeNet conv1 batch of 64) but its
@@ -176,8 +254,8 @@ class Conv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Applies the convolution to `x` of shape (N, H, W, C_in)."""
-    if self.impl not in ('xla', 'im2col'):
-      raise ValueError(f"Conv.impl must be 'xla' or 'im2col', got {self.impl!r}")
+    if self.impl not in _CONCRETE_IMPLS:
+      raise ValueError(f'Conv.impl must be one of {_CONCRETE_IMPLS}, got {self.impl!r}')
     if self.patches not in _PATCHES:
       raise ValueError(f'Conv.patches must be one of {tuple(_PATCHES)}, got {self.patches!r}')
     if x.ndim != 4:
@@ -195,6 +273,8 @@ class Conv(nn.Module):
     if self.impl == 'xla':
       y = lax.conv_general_dilated(x, kernel, st, pads,
                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
+    elif self.impl == 'banded':
+      y = banded_conv(x, kernel, st, pads)
     else:
       if ks == (1, 1) and pads == ((0, 0), (0, 0)):
         cols = x[:, ::st[0], ::st[1], :]  # a 1x1 conv is a matmul already
@@ -209,19 +289,57 @@ class Conv(nn.Module):
     return y
 
 
+@jax.custom_vjp
+def _tiled_max(x: jax.Array) -> jax.Array:
+  """Max over axes (2, 4) of (N, HO, KH, WO, KW, C); the gradient goes to the FIRST max.
+
+  Why a custom gradient: `jnp.max`'s own one finds every tied maximum, counts them and
+  divides (eq, convert, reduce_sum, divide, multiply over the whole input), and it
+  splits the gradient among ties. Ties are common here: LeNet-5 has no nonlinearity
+  before pooling, so conv1 over MNIST's zero background gives equal values in a whole
+  window. Routing the gradient to the first maximum in window order (row-major) is what
+  `reduce_window`'s select-and-scatter (the 'xla' lowering) and Caffe do, so the two
+  lowerings agree even with ties, and the backward pass is one select.
+  """
+  return x.max(axis=(2, 4))
+
+
+def _tiled_max_fwd(x):
+  n, ho, kh, wo, kw, c = x.shape
+  y = x.max(axis=(2, 4))
+  # Window position (row-major over (KH, KW)) of the first maximum, as int8 (KH*KW is
+  # at most 127 here: pooling windows are small).
+  w = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, ho, wo, kh * kw, c)
+  first = jnp.argmax(w, axis=3).astype(jnp.int8)
+  return y, (first, (kh, kw))
+
+
+def _tiled_max_bwd(res, g):
+  first, (kh, kw) = res
+  pos = jnp.arange(kh * kw, dtype=jnp.int8).reshape(kh, kw)
+  # (N, HO, 1, WO, 1, C) window index vs (KH, 1, KW, 1) positions -> (N, HO, KH, WO, KW, C)
+  hit = first[:, :, None, :, None, :] == pos[None, None, :, None, :, None]
+  return (jnp.where(hit, g[:, :, None, :, None, :], 0).astype(g.dtype),)
+
+
+_tiled_max.defvjp(_tiled_max_fwd, _tiled_max_bwd)
+
+
 def max_pool(x: jax.Array, window: int, stride: int, impl: str, padding: int = 0) -> jax.Array:
   """Max pooling over NHWC with a lowering matched to the convolution lowering.
 
-  Non-overlapping windows (window == stride, no padding) under 'im2col' are a reshape +
-  max, which stays cheap under vmap and scan on CPU; any remainder rows/cols are dropped
-  (floor, as 'VALID'). Overlapping windows under 'im2col' are a max over strided slices.
+  Non-overlapping windows (window == stride, no padding) under 'im2col' and 'banded'
+  are a reshape + max, which stays cheap under vmap and scan on CPU; any remainder
+  rows/cols are dropped (floor, as 'VALID'). Under 'banded' the gradient goes to the
+  first maximum of each window, as with 'xla' (`_tiled_max`); under 'im2col' it is split
+  among tied maxima (`jnp.max`). Overlapping windows are a max over strided slices.
   'xla' uses `reduce_window` (`nn.max_pool`). Padding is with -inf.
 
   Args:
     x: (N, H, W, C).
     window: square window size.
     stride: square stride.
-    impl: 'xla' or 'im2col'.
+    impl: 'xla', 'im2col' or 'banded'.
     padding: symmetric padding in pixels (padded values never win).
 
   Returns:
@@ -230,8 +348,8 @@ def max_pool(x: jax.Array, window: int, stride: int, impl: str, padding: int = 0
   Raises:
     ValueError: for an unknown `impl` or non-positive sizes.
   """
-  if impl not in ('xla', 'im2col'):
-    raise ValueError(f"max_pool impl must be 'xla' or 'im2col', got {impl!r}")
+  if impl not in _CONCRETE_IMPLS:
+    raise ValueError(f'max_pool impl must be one of {_CONCRETE_IMPLS}, got {impl!r}')
   if window < 1 or stride < 1 or padding < 0:
     raise ValueError(f'bad pooling window={window}, stride={stride}, padding={padding}')
   pads = ((padding, padding), (padding, padding))
@@ -241,7 +359,11 @@ def max_pool(x: jax.Array, window: int, stride: int, impl: str, padding: int = 0
     n, h, w, c = x.shape
     ho, wo = h // window, w // window
     x = x[:, :ho * window, :wo * window, :]
-    return x.reshape(n, ho, window, wo, window, c).max(axis=(2, 4))
+    x = x.reshape(n, ho, window, wo, window, c)
+    # 'im2col' keeps jnp.max's gradient: on XLA:CPU the custom one fused into im2col's
+    # 25-way patch-gradient sum and conv1's transpose and made that fusion 17x slower
+    # (584 vs 35 ms per 64 model-steps); the H200 figures were measured with jnp.max.
+    return _tiled_max(x) if impl == 'banded' else x.max(axis=(2, 4))
   if padding:
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
   n, h, w, c = x.shape
