@@ -92,7 +92,8 @@ def make_population(p: int, labels: np.ndarray, seed: int = 0) -> pop.Member:
 
 def _compiled_bytes(trainer, state, members, data, steps) -> int:
   """Bytes XLA needs for one chunk call: arguments + outputs + temporaries - aliases."""
-  compiled = pop._train_chunk_jit.lower(trainer, state, members, data, steps).compile()
+  compiled = pop._train_chunk_jit.lower(trainer, state, members, data, steps,
+                                       pop.model_shards(members)).compile()
   m = compiled.memory_analysis()
   if m is None:
     return -1
@@ -237,6 +238,9 @@ def main(argv=None) -> dict:
   ap.add_argument("--cpu-devices", type=int, default=1,
                   help="split the CPU into this many one-thread devices and shard the "
                   "model axis over them (0: one per core); ignored off CPU")
+  ap.add_argument("--model-block", type=int, default=None,
+                  help="models per device per step (Trainer.model_block); default: per "
+                  "backend (1 on CPU, all elsewhere)")
   ap.add_argument("--quick", action="store_true",
                   help="P in 1,4, 3 steps, 1 repeat, small data (a smoke test)")
   a = ap.parse_args(argv)
@@ -254,11 +258,13 @@ def main(argv=None) -> dict:
     use_cpu_devices(a.cpu_devices or os.cpu_count() or 1)
   mesh = pop.model_mesh() if jax.device_count() > 1 else None
   trainer = pop.Trainer(model="lenet5", num_classes=NUM_CLASSES, batch_size=BATCH,
-                        total_steps=10_000, conv_impl=a.conv_impl)
+                        total_steps=10_000, conv_impl=a.conv_impl,
+                        model_block=a.model_block)
   data = synthetic_data(a.train_size)
   print(f"# backend={jax.default_backend()} devices={jax.device_count()} "
         f"cpu={platform.processor() or platform.machine()} cores={os.cpu_count()} "
-        f"conv_impl={a.conv_impl} steps={a.steps} repeats={a.repeats} "
+        f"conv_impl={a.conv_impl} model_block={a.model_block} steps={a.steps} "
+        f"repeats={a.repeats} "
         f"LD_PRELOAD={os.environ.get('LD_PRELOAD', '')!r} "
         f"XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}", flush=True)
   peak = matmul_peak_gflops(512 if a.quick else 2048, mesh=mesh)
@@ -314,7 +320,8 @@ def main(argv=None) -> dict:
       "ratio_p1": None if one is None else round(one["ratio"], 3),
       "peak_gflops": round(peak, 1),
       "fraction_of_peak": round(main_row["fraction_of_peak"], 3),
-      "conv_impl": a.conv_impl, "backend": jax.default_backend(),
+      "conv_impl": a.conv_impl, "model_block": a.model_block,
+      "backend": jax.default_backend(),
       "devices": jax.device_count(), "steps": a.steps,
       "per_p": {str(r["P"]): round(r["images_per_s"], 1) for r in rows},
       **{k: (round(v, 1) if isinstance(v, float) else v) for k, v in mem.items()},

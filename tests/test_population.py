@@ -80,6 +80,33 @@ def test_population_equals_separate_runs(data):
   assert logits.shape == (len(specs), 50, C)
 
 
+def test_model_block_does_not_change_results(data):
+  """Blocks of models looped inside the chunk == the whole population vmapped at once."""
+  labels = np.asarray(data.labels)
+  specs = [dict(base_lr=0.01 * (1 + i / 6), n=40 + 10 * i) for i in range(6)]
+  stacked = pop.stack_members(_members(labels, specs))
+  results = {}
+  for block in (6, 1, 2, 4):  # 4 does not divide 6: lowered to 3
+    trainer = pop.Trainer(batch_size=B, total_steps=STEPS, model_block=block)
+    state = pop.init_population(trainer, stacked)
+    results[block] = pop.train_chunk(trainer, state, stacked, data, 5)
+  assert pop.block_size(pop.Trainer(model_block=4), 6) == 3
+  assert pop.block_size(pop.Trainer(model_block=9), 6) == 6
+  assert pop.block_size(pop.Trainer(), 6) == (1 if jax.default_backend() == "cpu" else 6)
+  ref_state, ref_metrics = results[6]
+  assert not np.allclose(ref_state.params["fc2"]["kernel"][0],
+                         ref_state.params["fc2"]["kernel"][1])
+  for block in (1, 2, 4):
+    state, metrics = results[block]
+    _assert_tree_close(state.params, ref_state.params, rtol=2e-5, atol=2e-6)
+    _assert_tree_close(state.opt_state, ref_state.opt_state, rtol=2e-5, atol=2e-6)
+    np.testing.assert_array_equal(state.step, ref_state.step)
+    _assert_tree_close(metrics, ref_metrics, rtol=2e-5, atol=2e-6)
+  for bad in (0, -1, 2.0, True):
+    with pytest.raises(ValueError, match="model_block"):
+      pop.Trainer(model_block=bad)
+
+
 def test_same_key_same_numbers_and_compiles_once(data):
   labels = np.asarray(data.labels)
   trainer = pop.Trainer(batch_size=B, total_steps=STEPS)

@@ -53,6 +53,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.curve_test_examples = 1000  # test examples scored at each chunk for Figure 8 (0 = off)
   c.eval_batch_size = 4000        # test examples in flight per evaluation step, all models
   c.conv_impl = "auto"          # 'auto' | 'xla' | 'im2col' | 'banded'
+  c.model_block = None          # models per device per step; None: 1 on CPU, all elsewhere
   c.checkpoint_every = 0        # steps between Orbax checkpoints (0 = off; groups are the unit)
   c.make_figures = True
   c.verbose = True
