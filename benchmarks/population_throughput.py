@@ -206,23 +206,6 @@ def _fit_memory(rows: list[dict], budget_bytes: float) -> dict:
           "max_population_in_budget": int(max(0, np.floor((budget_bytes - shared) / per + 1e-6)))}
 
 
-def use_cpu_devices(n: int) -> None:
-  """Splits the host CPU into `n` single-threaded XLA devices (before JAX starts).
-
-  Why: on XLA:CPU one LeNet-5 step is a chain of small ops, and intra-op threading buys
-  little (PERF-NOTES: one process with two threads 1.5x one core, two one-thread
-  processes 1.9x). `n` devices each running their share of the population on one thread
-  is the in-process form of "one process per core". Must run before the first JAX
-  computation; it also sets `--xla_cpu_multi_thread_eigen=false` in XLA_FLAGS.
-  """
-  if n < 1:
-    raise ValueError(f"cpu devices must be >= 1, got {n}")
-  jax.config.update("jax_num_cpu_devices", n)
-  flags = os.environ.get("XLA_FLAGS", "")
-  if n > 1 and "xla_cpu_multi_thread_eigen" not in flags:
-    os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
-
-
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--populations", default="1,8,32,128",
@@ -255,7 +238,7 @@ def main(argv=None) -> dict:
     budget = a.memory_gib * 2 ** 30
 
   if a.cpu_devices != 1 and jax.config.jax_platforms in (None, "", "cpu"):
-    use_cpu_devices(a.cpu_devices or os.cpu_count() or 1)
+    pop.use_cpu_devices(a.cpu_devices)
   mesh = pop.model_mesh() if jax.device_count() > 1 else None
   trainer = pop.Trainer(model="lenet5", num_classes=NUM_CLASSES, batch_size=BATCH,
                         total_steps=10_000, conv_impl=a.conv_impl,

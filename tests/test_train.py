@@ -114,6 +114,30 @@ def test_crash_mid_sweep_then_resume_matches_uninterrupted(full_run, tmp_path,
       assert resumed[key][field] == pytest.approx(row[field], abs=1e-6), (key, field)
 
 
+def test_sweep_binary_on_two_cpu_devices_matches_one_device(full_run, tmp_path):
+  """`experiments.sweep --cpu_devices=2`: each population sharded over two one-thread
+  CPU devices (3 models padded to 4) gives the rows of the one-device run."""
+  import os
+  import subprocess
+  import sys
+  config, full_dir, _ = full_run
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  cmd = [sys.executable, "-m", "experiments.sweep", "--cpu_devices=2",
+         f"--config={root / 'experiments' / 'configs' / 'test.py'}",
+         "--config.population_size=3", "--config.make_figures=False",
+         f"--workdir={tmp_path}"]
+  proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True,
+                        timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  assert "on 2 device(s)" in proc.stdout
+  sharded, full = _rows(tmp_path), _rows(full_dir)
+  assert sharded.keys() == full.keys()
+  for key, row in full.items():
+    for field in _NUMBERS:
+      assert sharded[key][field] == pytest.approx(row[field], abs=1e-5), (key, field)
+
+
 def test_incompatible_config_is_refused(full_run):
   config, workdir, _ = full_run
   changed = _config(population_size=3, iterations=config.iterations + 1)
