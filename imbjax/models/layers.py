@@ -30,8 +30,9 @@ Measured with benchmarks/conv_lowering.py (LeNet-5, P models vmapped, value_and_
   aborted compiling the vmapped ResNet-10 im2col forward (triton_tiling_propagation.cc
   "Check failed: subdim_size_accumulator == dim_size"); XLA_FLAGS=
   --xla_gpu_enable_triton_gemm=false avoided it. 'auto' therefore stays 'xla' off CPU.
-- XLA:CPU, 2 idle AMD EPYC cores, 2026-11-28, the engine's own step (P models, 8 steps,
-  images/s): LeNet-5 banded 2,900-3,900 vs im2col 1,800-2,700 at P=8 and P=32
+- XLA:CPU, 2 idle AMD EPYC cores, 2026-11-28, the engine's own step (32 LeNet-5s,
+  images/s): banded 3,664 vs im2col 2,894 with all models in one vmap; 3,728-3,853 with
+  one model per block (`Trainer.model_block`) vs 2,769 for the old im2col engine
   (benchmarks/README.md). The profile of one im2col step: 38% of the time went to
   building conv2's 25-fold patches and summing their gradients, and its conv2 matmuls
   (4096x500 @ 500x50) ran at ~80 GFLOP/s against ~200 for the banded ones.
