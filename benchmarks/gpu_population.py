@@ -7,6 +7,10 @@ paper's MNIST budget (10,000 iterations x batch 64) and the hours the paper's wh
 study (22,500 LeNet-5s) would take at that rate. Last line: one JSON object.
 
   python -m benchmarks.gpu_population --sizes=1,256,2048 --impls=im2col,xla --steps=100
+  # not yet measured on a GPU (CPU-side work of 2026-11-28): the banded lowering, and
+  # blocks of models looped inside the chunk instead of one vmap over all of them
+  python -m benchmarks.gpu_population --sizes=256,2048 --impls=im2col,banded --steps=100
+  python -m benchmarks.gpu_population --sizes=2048 --impls=im2col --model-block=256
 
 On CPU it runs too (use small sizes); figures from a GPU lease are recorded in
 benchmarks/README.md.
@@ -39,8 +43,9 @@ def _members(p: int, labels: np.ndarray):
       enumerate(plans)])
 
 
-def measure(impl: str, p: int, steps: int, data, labels) -> dict:
-  trainer = pop.Trainer(batch_size=BATCH, total_steps=PAPER_ITERATIONS, conv_impl=impl)
+def measure(impl: str, p: int, steps: int, data, labels, model_block=None) -> dict:
+  trainer = pop.Trainer(batch_size=BATCH, total_steps=PAPER_ITERATIONS, conv_impl=impl,
+                        model_block=model_block)
   members = jax.device_put(_members(p, labels))
   state = pop.init_population(trainer, members)
   t0 = time.perf_counter()
@@ -54,7 +59,7 @@ def measure(impl: str, p: int, steps: int, data, labels) -> dict:
   images_per_s = p * steps * BATCH / dt
   nets_per_hour = images_per_s * 3600 / (PAPER_ITERATIONS * BATCH)
   stats = jax.devices()[0].memory_stats() or {}
-  return {"impl": impl, "P": p, "steps": steps, "seconds": dt, "compile_s": compile_s,
+  return {"impl": impl, "P": p, "model_block": model_block, "steps": steps, "seconds": dt, "compile_s": compile_s,
           "images_per_s": images_per_s, "networks_per_hour": nets_per_hour,
           "paper_mnist_study_hours": PAPER_NETWORKS / nets_per_hour,
           "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
@@ -65,6 +70,8 @@ def main() -> None:
   ap.add_argument("--sizes", default="1,256,2048")
   ap.add_argument("--impls", default="im2col,xla")
   ap.add_argument("--steps", type=int, default=100)
+  ap.add_argument("--model-block", type=int, default=None,
+                  help="Trainer.model_block (default: per backend; all models on a GPU)")
   args = ap.parse_args()
   rng = np.random.default_rng(0)
   labels = rng.integers(0, 10, 60_000).astype(np.int32)
@@ -74,7 +81,7 @@ def main() -> None:
   results = []
   for impl in args.impls.split(","):
     for p in (int(s) for s in args.sizes.split(",")):
-      r = measure(impl, p, args.steps, data, labels)
+      r = measure(impl, p, args.steps, data, labels, args.model_block)
       results.append(r)
       print(f"{impl:7s} P={p:5d}: {r['images_per_s']:12,.0f} img/s "
             f"{r['networks_per_hour']:9,.0f} nets/h  paper study "
