@@ -65,18 +65,19 @@ def measure(impl: str, p: int, steps: int, data, labels, model_block=None) -> di
           "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
 
 
-def main() -> None:
+def main(argv=None) -> dict:
   ap = argparse.ArgumentParser()
   ap.add_argument("--sizes", default="1,256,2048")
   ap.add_argument("--impls", default="im2col,xla")
   ap.add_argument("--steps", type=int, default=100)
   ap.add_argument("--model-block", type=int, default=None,
                   help="Trainer.model_block (default: per backend; all models on a GPU)")
-  args = ap.parse_args()
+  ap.add_argument("--train-size", type=int, default=60_000, help="examples on the device")
+  args = ap.parse_args(argv)
   rng = np.random.default_rng(0)
-  labels = rng.integers(0, 10, 60_000).astype(np.int32)
-  data = jax.device_put(pop.TrainData(
-      rng.random((60_000, 28, 28, 1), dtype=np.float32), labels))
+  n = args.train_size
+  labels = rng.integers(0, 10, n).astype(np.int32)
+  data = jax.device_put(pop.TrainData(rng.random((n, 28, 28, 1), dtype=np.float32), labels))
   print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
   results = []
   for impl in args.impls.split(","):
@@ -88,8 +89,9 @@ def main() -> None:
             f"{r['paper_mnist_study_hours']:8.2f} h  (compile {r['compile_s']:.1f}s, "
             f"peak mem {r['peak_bytes_in_use']})", flush=True)
   best = max(results, key=lambda r: r["images_per_s"])
-  print(json.dumps({"device": jax.devices()[0].device_kind, "results": results,
-                    "best": best}))
+  out = {"device": jax.devices()[0].device_kind, "results": results, "best": best}
+  print(json.dumps(out))
+  return out
 
 
 if __name__ == "__main__":

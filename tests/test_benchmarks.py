@@ -54,3 +54,18 @@ def test_quick_run_prints_table_and_json_last(capsys):
 def test_bad_population_flag_is_refused():
   with pytest.raises(ValueError, match="populations"):
     bench.main(["--populations", "0"])
+
+
+def test_gpu_device_check_script_runs_on_cpu(capsys):
+  """The script a short device lease runs must not fail there for a Python reason."""
+  from benchmarks import gpu_population
+  out = gpu_population.main(["--sizes=1,2", "--impls=banded", "--steps=2",
+                             "--model-block=1", "--train-size=256"])
+  assert [(r["impl"], r["P"], r["model_block"]) for r in out["results"]] == [
+      ("banded", 1, 1), ("banded", 2, 1)]
+  for r in out["results"]:
+    assert r["images_per_s"] > 0
+    assert r["paper_mnist_study_hours"] == pytest.approx(
+        gpu_population.PAPER_NETWORKS * gpu_population.PAPER_ITERATIONS
+        * gpu_population.BATCH / r["images_per_s"] / 3600)
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
