@@ -491,9 +491,10 @@ def use_cpu_devices(n: int) -> int:
   Why: on XLA:CPU a small CNN's step is a chain of small ops, and splitting each op over
   threads buys little; `n` devices, each training its share of the (sharded) population
   on one thread, is the in-process form of "one process per core". Measured on 2 AMD
-  EPYC cores with LeNet-5 (benchmarks/README.md, 2026-11-28): 5,340 vs 3,728 images/s
-  for 32 models. It pays only for populations of at least `n` models (smaller ones are
-  padded with duplicates). It must run before the first JAX computation, and it sets
+  EPYC cores with LeNet-5 (benchmarks/README.md, 2026-11-28), two devices vs one:
+  4,227-5,125 vs 3,525-3,676 images/s for 128 models; 3,324-5,340 vs 3,728-3,853 for 32
+  (noisier from run to run). It pays only for populations of at least `n` models
+  (smaller ones are padded with duplicates). It must run before the first JAX computation, and it sets
   `--xla_cpu_multi_thread_eigen=false` in XLA_FLAGS.
 
   Args:

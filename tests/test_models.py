@@ -343,6 +343,11 @@ def test_banded_max_pool_gradient_goes_to_the_first_maximum_like_reduce_window()
   # Same under vmap (the population engine's view).
   np.testing.assert_array_equal(_jit(jax.vmap(jax.grad(loss('banded'))))(x[:, None])[:, 0],
                                 want)
+  # A window of 12x12 = 144 positions (beyond int8's range for the stored index).
+  big = jax.random.normal(jax.random.key(7), (1, 24, 12, 2)).at[0, 12:, :, 0].set(1.0)
+  got = jax.grad(lambda x: (layers.max_pool(x, 12, 12, 'banded') ** 3).sum())(big)
+  np.testing.assert_array_equal(
+      got, jax.grad(lambda x: (nn.max_pool(x, (12, 12), (12, 12)) ** 3).sum())(big))
 
 
 @pytest.mark.parametrize('width,stride', [(12, 1), (9, 2), (5, 1)])

@@ -308,16 +308,16 @@ def _tiled_max(x: jax.Array) -> jax.Array:
 def _tiled_max_fwd(x):
   n, ho, kh, wo, kw, c = x.shape
   y = x.max(axis=(2, 4))
-  # Window position (row-major over (KH, KW)) of the first maximum, as int8 (KH*KW is
-  # at most 127 here: pooling windows are small).
+  # Window position (row-major over (KH, KW)) of the first maximum; int8 (a quarter of
+  # float32's traffic) whenever it fits, as for every usual pooling window.
   w = x.transpose(0, 1, 3, 2, 4, 5).reshape(n, ho, wo, kh * kw, c)
-  first = jnp.argmax(w, axis=3).astype(jnp.int8)
+  first = jnp.argmax(w, axis=3).astype(jnp.int8 if kh * kw <= 127 else jnp.int32)
   return y, (first, (kh, kw))
 
 
 def _tiled_max_bwd(res, g):
   first, (kh, kw) = res
-  pos = jnp.arange(kh * kw, dtype=jnp.int8).reshape(kh, kw)
+  pos = jnp.arange(kh * kw, dtype=first.dtype).reshape(kh, kw)
   # (N, HO, 1, WO, 1, C) window index vs (KH, 1, KW, 1) positions -> (N, HO, KH, WO, KW, C)
   hit = first[:, :, None, :, None, :] == pos[None, None, :, None, :, None]
   return (jnp.where(hit, g[:, :, None, :, None, :], 0).astype(g.dtype),)
