@@ -59,7 +59,8 @@ def measure(impl: str, p: int, steps: int, data, labels, model_block=None) -> di
   images_per_s = p * steps * BATCH / dt
   nets_per_hour = images_per_s * 3600 / (PAPER_ITERATIONS * BATCH)
   stats = jax.devices()[0].memory_stats() or {}
-  return {"impl": impl, "P": p, "model_block": model_block, "steps": steps, "seconds": dt, "compile_s": compile_s,
+  return {"impl": impl, "P": p, "model_block": model_block, "steps": steps,
+          "seconds": dt, "compile_s": compile_s,
           "images_per_s": images_per_s, "networks_per_hour": nets_per_hour,
           "paper_mnist_study_hours": PAPER_NETWORKS / nets_per_hour,
           "peak_bytes_in_use": stats.get("peak_bytes_in_use")}

@@ -237,7 +237,7 @@ def main(argv=None) -> dict:
   else:
     budget = a.memory_gib * 2 ** 30
 
-  if a.cpu_devices != 1 and jax.config.jax_platforms in (None, "", "cpu"):
+  if a.cpu_devices != 1:
     pop.use_cpu_devices(a.cpu_devices)
   mesh = pop.model_mesh() if jax.device_count() > 1 else None
   trainer = pop.Trainer(model="lenet5", num_classes=NUM_CLASSES, batch_size=BATCH,

@@ -15,6 +15,7 @@ Rerunning the same command resumes: finished population groups are skipped.
 
 import os
 
+import jax
 from absl import app
 from absl import flags
 from absl import logging
@@ -45,13 +46,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if _CPU_DEVICES.value != 1:
-    import jax
-    if jax.config.jax_platforms in (None, "", "cpu"):
-      population.use_cpu_devices(_CPU_DEVICES.value)
+    population.use_cpu_devices(_CPU_DEVICES.value)
   if _COORDINATOR.value:
     # Every process builds the same deterministic grid; the model axis of each
     # population is sharded over all devices of all processes; process 0 writes the store.
-    import jax
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)

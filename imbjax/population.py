@@ -399,8 +399,9 @@ def block_size(trainer: Trainer, models_per_shard: int) -> int:
 def _train_chunk(trainer, state, members, data, num_steps, shards):
   TRACE_COUNT["train_chunk"] += 1
   p = population_size(members)
-  per_shard = p // shards if p % shards == 0 else p
-  shards = p // per_shard
+  if p % shards:  # not split evenly over devices: treat the model axis as one piece
+    shards = 1
+  per_shard = p // shards
   block = block_size(trainer, per_shard)
   if block == per_shard:
     return _run_steps(trainer, state, members, data, num_steps)
@@ -494,8 +495,9 @@ def use_cpu_devices(n: int) -> int:
   EPYC cores with LeNet-5 (benchmarks/README.md, 2026-11-28), two devices vs one:
   4,227-5,125 vs 3,525-3,676 images/s for 128 models; 3,324-5,340 vs 3,728-3,853 for 32
   (noisier from run to run). It pays only for populations of at least `n` models
-  (smaller ones are padded with duplicates). It must run before the first JAX computation, and it sets
-  `--xla_cpu_multi_thread_eigen=false` in XLA_FLAGS.
+  (smaller ones are padded with duplicates). It must run before the first JAX
+  computation, and it sets `--xla_cpu_multi_thread_eigen=false` in XLA_FLAGS (both only
+  affect the CPU backend, so calling it on a GPU host changes nothing there).
 
   Args:
     n: devices; 0 means one per core (`os.cpu_count()`).

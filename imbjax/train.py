@@ -621,15 +621,15 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
 
   outputs = {}
   state1, logits1, val1, div1, curve1 = run(phase1, 1)
-  test_curve = lambda curve, i: [c[i] for c in curve["test_acc"]]
+  column = lambda curve, key, i: [c[i] for c in curve[key]]  # model i's values per log point
   tau_logits = {}
   if any(r.method.posthoc == "tau_norm" for r in rows) and not streamed:
     tau_logits = _tau_norm_logits(config, trainer, state1, test_images, val_images,
                                   len(phase1))
   for i, s in enumerate(phase1):
     outputs[s] = (logits1[i], None if val1 is None else val1[i], div1[i],
-                  [c[i] for c in curve1["train_acc"]], curve1["steps"],
-                  test_curve(curve1, i))
+                  column(curve1, "train_acc", i), curve1["steps"],
+                  column(curve1, "test_acc", i))
   if phase2:
     index = {s: i for i, s in enumerate(phase1)}
     src = np.array([index[s.source] for s in phase2])
@@ -639,8 +639,8 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
     for i, s in enumerate(phase2):
       outputs[s] = (logits2[i], None if val2 is None else val2[i],
                     div2[i] | outputs[s.source][2],
-                    [c[i] for c in curve2["train_acc"]], curve2["steps"],
-                    test_curve(curve2, i))
+                    column(curve2, "train_acc", i), curve2["steps"],
+                    column(curve2, "test_acc", i))
 
   wall = (time.time() - t0) / max(len(specs), 1)
   out_rows = []

@@ -53,16 +53,19 @@ _REGISTRY: dict[str, tuple[type[nn.Module], tuple[int, int, int], tuple[str, ...
 }
 
 
-# Measured on an H200 (benchmarks/README.md, 2026-11-28): under `vmap`, im2col beats XLA's
-# grouped convolution 2.6x for LeNet-5 and ~5x for All-CNN on GPU as well, so 'auto'
-# picks it for them on every backend. ResNet-10 keeps 'xla' off CPU: XLA:GPU aborts
-# compiling its vmapped im2col graph (a Triton GEMM tiling check).
-_IM2COL_ON_GPU = frozenset({'lenet5', 'allcnn'})
-# Measured on 2 AMD EPYC cores (benchmarks/README.md, 2026-11-28): for LeNet-5's narrow
-# images the banded lowering beats im2col ~1.4x in the population step on XLA:CPU. Not
-# measured on a GPU yet, so GPUs keep im2col. All-CNN's 32-wide images would cost ~11x
-# the multiply-adds banded, so it stays im2col.
-_BANDED_ON_CPU = frozenset({'lenet5'})
+# What 'auto' means, per model: (on CPU, elsewhere). From measurements
+# (benchmarks/README.md, 2026-11-28):
+# - H200: under `vmap`, im2col beats XLA's grouped convolution 2.6x for LeNet-5 and ~5x
+#   for All-CNN. ResNet-10 keeps 'xla' off CPU: XLA:GPU aborts compiling its vmapped
+#   im2col graph (a Triton GEMM tiling check).
+# - 2 AMD EPYC cores: for LeNet-5's narrow images 'banded' beats im2col ~1.3-1.4x in the
+#   population step (not measured on a GPU yet). All-CNN's 32-wide images would cost
+#   ~11x the multiply-adds banded, so it stays im2col.
+_AUTO_IMPL = {
+    'lenet5': ('banded', 'im2col'),
+    'allcnn': ('im2col', 'im2col'),
+    'resnet10': ('im2col', 'xla'),
+}
 
 
 def names() -> tuple[str, ...]:
@@ -97,10 +100,8 @@ def get(name: str, *, num_classes: int, conv_impl: str = 'auto',
   cls = _entry(name)[0]
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
     raise ValueError(f'num_classes must be an int >= 2, got {num_classes!r}')
-  if conv_impl == 'auto' and name in _BANDED_ON_CPU and jax.default_backend() == 'cpu':
-    conv_impl = 'banded'
-  elif conv_impl == 'auto' and name in _IM2COL_ON_GPU:
-    conv_impl = 'im2col'
+  if conv_impl == 'auto':
+    conv_impl = _AUTO_IMPL[name][0 if jax.default_backend() == 'cpu' else 1]
   return cls(num_classes=num_classes, conv_impl=resolve_conv_impl(conv_impl), dtype=dtype)
 
 

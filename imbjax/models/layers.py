@@ -258,7 +258,7 @@ class Conv(nn.Module):
     if self.impl not in _CONCRETE_IMPLS:
       raise ValueError(f'Conv.impl must be one of {_CONCRETE_IMPLS}, got {self.impl!r}')
     if self.patches not in _PATCHES:
-      raise ValueError(f'Conv.patches must be one of {tuple(_PATCHES)}, got {self.patches!r}')
+      raise ValueError(f'Conv.patches must be one of {_PATCHES}, got {self.patches!r}')
     if x.ndim != 4:
       raise ValueError(f'Conv expects NHWC input with 4 dims, got shape {x.shape}')
     ks = _pair(self.kernel_size, 'kernel_size')
