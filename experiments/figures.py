@@ -16,14 +16,14 @@ flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    paths = figures.make_all(_WORKDIR.value)
-    for path in paths:
-        print(path)
-    print()
-    print(paths[-1].read_text())  # tables.md is always last
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  paths = figures.make_all(_WORKDIR.value)
+  for path in paths:
+    print(path)
+  print()
+  print(paths[-1].read_text())  # tables.md is always last
 
 
 if __name__ == "__main__":
-    app.run(main)
+  app.run(main)

@@ -70,10 +70,10 @@ PAPER_CURVE_CASE = {"profile": "step", "rho": 50.0, "minority_fraction": 0.5}
 
 @dataclasses.dataclass(frozen=True)
 class Style:
-    """How one method is drawn."""
-    color: str
-    marker: str
-    linestyle: str = "-"
+  """How one method is drawn."""
+  color: str
+  marker: str
+  linestyle: str = "-"
 
 
 _FIXED_STYLES = {
@@ -95,194 +95,194 @@ _EXTRA_MARKERS = ("P", "X", "*", "h", "<", ">", "p", "d")
 # ---- row helpers ----------------------------------------------------------------------
 
 def is_thresholded(method: str) -> bool:
-    """Whether a method is a prior-corrected reading of another method's model."""
-    return method == "thresholding" or method.endswith("_thresholding")
+  """Whether a method is a prior-corrected reading of another method's model."""
+  return method == "thresholding" or method.endswith("_thresholding")
 
 
 def method_styles(methods: Iterable[str]) -> dict[str, Style]:
-    """Fixed styles for the paper's methods, the next palette entries for the others.
+  """Fixed styles for the paper's methods, the next palette entries for the others.
 
-    Args:
-      methods: method names (any order, repeats allowed).
+  Args:
+    methods: method names (any order, repeats allowed).
 
-    Returns:
-      method -> :class:`Style`; unknown methods are styled in sorted name order.
-    """
-    methods = set(methods)
-    styles = dict(_FIXED_STYLES)
-    extras = sorted(methods - set(styles))
-    for i, m in enumerate(extras):
-        styles[m] = Style(_EXTRA_COLORS[i % len(_EXTRA_COLORS)],
-                          _EXTRA_MARKERS[i % len(_EXTRA_MARKERS)],
-                          "--" if is_thresholded(m) else "-")
-    return {m: styles[m] for m in methods | set(_FIXED_STYLES)}
+  Returns:
+    method -> :class:`Style`; unknown methods are styled in sorted name order.
+  """
+  methods = set(methods)
+  styles = dict(_FIXED_STYLES)
+  extras = sorted(methods - set(styles))
+  for i, m in enumerate(extras):
+    styles[m] = Style(_EXTRA_COLORS[i % len(_EXTRA_COLORS)],
+                      _EXTRA_MARKERS[i % len(_EXTRA_MARKERS)],
+                      "--" if is_thresholded(m) else "-")
+  return {m: styles[m] for m in methods | set(_FIXED_STYLES)}
 
 
 def method_sort_key(method: str) -> tuple[int, str]:
-    """Paper methods in :data:`METHOD_ORDER`, then the others by name."""
-    if method in METHOD_ORDER:
-        return (METHOD_ORDER.index(method), "")
-    return (len(METHOD_ORDER), method)
+  """Paper methods in :data:`METHOD_ORDER`, then the others by name."""
+  if method in METHOD_ORDER:
+    return (METHOD_ORDER.index(method), "")
+  return (len(METHOD_ORDER), method)
 
 
 def _check_metric(metric: str) -> None:
-    if metric not in METRICS:
-        raise ValueError(f"unknown metric {metric!r}; known metrics are {list(METRICS)}")
+  if metric not in METRICS:
+    raise ValueError(f"unknown metric {metric!r}; known metrics are {list(METRICS)}")
 
 
 def metric_value(row: Row, metric: str) -> float:
-    """The row's value of ``metric`` as a float; NaN when diverged or missing.
+  """The row's value of ``metric`` as a float; NaN when diverged or missing.
 
-    For ``metric='accuracy'`` a thresholded method reads ``thresholded_accuracy``.
+  For ``metric='accuracy'`` a thresholded method reads ``thresholded_accuracy``.
 
-    Raises:
-      ValueError: for a metric not in :data:`METRICS`.
-    """
-    _check_metric(metric)
-    if row.get("status", "ok") != "ok":
-        return float("nan")
-    column = ("thresholded_accuracy"
-              if metric == "accuracy" and is_thresholded(row["method"]) else metric)
-    value = row.get(column)
-    return float("nan") if value is None else float(value)
+  Raises:
+    ValueError: for a metric not in :data:`METRICS`.
+  """
+  _check_metric(metric)
+  if row.get("status", "ok") != "ok":
+    return float("nan")
+  column = ("thresholded_accuracy"
+            if metric == "accuracy" and is_thresholded(row["method"]) else metric)
+  value = row.get(column)
+  return float("nan") if value is None else float(value)
 
 
 def num_minority(row: Row) -> int:
-    """Number of minority classes: the column, else the length of ``minority_classes``."""
-    if row.get("num_minority") is not None:
-        return int(row["num_minority"])
-    return len(row.get("minority_classes") or [])
+  """Number of minority classes: the column, else the length of ``minority_classes``."""
+  if row.get("num_minority") is not None:
+    return int(row["num_minority"])
+  return len(row.get("minority_classes") or [])
 
 
 def is_partial(row: Row) -> bool:
-    """A resampling method run to an intermediate imbalance ratio (Section 4.5)."""
-    return (row["method"] not in NO_RESAMPLING
-            and not math.isclose(float(row["resample_ratio"]), 1.0))
+  """A resampling method run to an intermediate imbalance ratio (Section 4.5)."""
+  return (row["method"] not in NO_RESAMPLING
+          and not math.isclose(float(row["resample_ratio"]), 1.0))
 
 
 def _slot(row: Row) -> tuple:
-    return (row["dataset"], row["model"], row["profile"], float(row["rho"]),
-            num_minority(row), json.dumps(row.get("minority_classes")), row["method"],
-            float(row["resample_ratio"]), int(row["repetition"]),
-            int(row["iterations"]), int(row["batch_size"]))
+  return (row["dataset"], row["model"], row["profile"], float(row["rho"]),
+          num_minority(row), json.dumps(row.get("minority_classes")), row["method"],
+          float(row["resample_ratio"]), int(row["repetition"]),
+          int(row["iterations"]), int(row["batch_size"]))
 
 
 def select_best(rows: Sequence[Row]) -> list[Row]:
-    """Keeps one row per slot: the best of a learning-rate search.
+  """Keeps one row per slot: the best of a learning-rate search.
 
-    A slot is everything that defines a trained model except ``base_lr``, ``lr_repeat``
-    and ``seed``. The winner has the highest ``val_auc`` when every finished candidate
-    has a finite one, else the highest test ``auc``; ties go to the earlier row. A slot
-    whose candidates all diverged keeps one of them, so it is counted as diverged.
+  A slot is everything that defines a trained model except ``base_lr``, ``lr_repeat``
+  and ``seed``. The winner has the highest ``val_auc`` when every finished candidate
+  has a finite one, else the highest test ``auc``; ties go to the earlier row. A slot
+  whose candidates all diverged keeps one of them, so it is counted as diverged.
 
-    Args:
-      rows: store rows.
+  Args:
+    rows: store rows.
 
-    Returns:
-      The selected rows, in first-seen slot order.
-    """
-    slots: dict[tuple, list[Row]] = defaultdict(list)
-    for row in rows:
-        slots[_slot(row)].append(row)
-    chosen = []
-    for candidates in slots.values():
-        ok = [r for r in candidates if r["status"] == "ok"]
-        by = ("val_auc" if ok and all(_finite(r.get("val_auc")) for r in ok) else "auc")
-        scored = [r for r in ok if _finite(r.get(by))]
-        chosen.append(max(scored, key=lambda r: r[by]) if scored else candidates[0])
-    return chosen
+  Returns:
+    The selected rows, in first-seen slot order.
+  """
+  slots: dict[tuple, list[Row]] = defaultdict(list)
+  for row in rows:
+    slots[_slot(row)].append(row)
+  chosen = []
+  for candidates in slots.values():
+    ok = [r for r in candidates if r["status"] == "ok"]
+    by = ("val_auc" if ok and all(_finite(r.get("val_auc")) for r in ok) else "auc")
+    scored = [r for r in ok if _finite(r.get(by))]
+    chosen.append(max(scored, key=lambda r: r[by]) if scored else candidates[0])
+  return chosen
 
 
 def _finite(value: Any) -> bool:
-    return value is not None and math.isfinite(float(value))
+  return value is not None and math.isfinite(float(value))
 
 
 @dataclasses.dataclass(frozen=True)
 class Stat:
-    """Mean and spread of one metric over the repetitions of one case."""
-    mean: float
-    std: float
-    n: int
-    diverged: int
+  """Mean and spread of one metric over the repetitions of one case."""
+  mean: float
+  std: float
+  n: int
+  diverged: int
 
 
 def summarize(values: Sequence[float]) -> Stat:
-    """Mean and sample std (ddof=1; 0 for one value) of the finite values."""
-    arr = np.asarray(values, dtype=float)
-    good = arr[np.isfinite(arr)]
-    n = int(good.size)
-    mean = float(good.mean()) if n else float("nan")
-    std = float(good.std(ddof=1)) if n > 1 else 0.0
-    return Stat(mean, std, n, int(arr.size) - n)
+  """Mean and sample std (ddof=1; 0 for one value) of the finite values."""
+  arr = np.asarray(values, dtype=float)
+  good = arr[np.isfinite(arr)]
+  n = int(good.size)
+  mean = float(good.mean()) if n else float("nan")
+  std = float(good.std(ddof=1)) if n > 1 else 0.0
+  return Stat(mean, std, n, int(arr.size) - n)
 
 
 def _aggregate(rows: Iterable[Row], metric: str,
                key: Callable[[Row], Any]) -> dict[Any, Stat]:
-    groups: dict[Any, list[float]] = defaultdict(list)
-    for r in rows:
-        groups[key(r)].append(metric_value(r, metric))
-    return {k: summarize(v) for k, v in groups.items()}
+  groups: dict[Any, list[float]] = defaultdict(list)
+  for r in rows:
+    groups[key(r)].append(metric_value(r, metric))
+  return {k: summarize(v) for k, v in groups.items()}
 
 
 def _by_dataset_model(rows: Iterable[Row]) -> dict[tuple[str, str], list[Row]]:
-    out: dict[tuple[str, str], list[Row]] = defaultdict(list)
-    for r in rows:
-        out[(r["dataset"], r["model"])].append(r)
-    return dict(sorted(out.items()))
+  out: dict[tuple[str, str], list[Row]] = defaultdict(list)
+  for r in rows:
+    out[(r["dataset"], r["model"])].append(r)
+  return dict(sorted(out.items()))
 
 
 def _rows_for(rows: Sequence[Row], metric: str) -> list[Row]:
-    """Selected rows, thresholded methods dropped for AUC."""
-    rows = select_best(rows)
-    if metric in RANKING_METRICS:
-        return [r for r in rows if not is_thresholded(r["method"])]
-    return rows
+  """Selected rows, thresholded methods dropped for AUC."""
+  rows = select_best(rows)
+  if metric in RANKING_METRICS:
+    return [r for r in rows if not is_thresholded(r["method"])]
+  return rows
 
 
 # ---- drawing --------------------------------------------------------------------------
 
 def _slug(*parts: Any) -> str:
-    return "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", f"{p:g}" if isinstance(p, float)
-                           else str(p)) for p in parts)
+  return "_".join(re.sub(r"[^A-Za-z0-9._-]+", "-", f"{p:g}" if isinstance(p, float)
+                         else str(p)) for p in parts)
 
 
 def _new_figure(n_panels: int) -> tuple[Figure, list[Any]]:
-    ncols = min(n_panels, 3)
-    nrows = math.ceil(n_panels / ncols)
-    fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.8), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
-    for ax in axes[n_panels:]:
-        ax.set_visible(False)
-    return fig, axes[:n_panels]
+  ncols = min(n_panels, 3)
+  nrows = math.ceil(n_panels / ncols)
+  fig = Figure(figsize=(4.2 * ncols, 3.4 * nrows + 0.8), layout="constrained")
+  FigureCanvasAgg(fig)
+  axes = fig.subplots(nrows, ncols, squeeze=False).ravel().tolist()
+  for ax in axes[n_panels:]:
+    ax.set_visible(False)
+  return fig, axes[:n_panels]
 
 
 def _line(ax, points: Mapping[float, Stat], style: Style, label: str) -> bool:
-    xs = sorted(x for x, s in points.items() if s.n)
-    if not xs:
-        return False
-    mean = np.array([points[x].mean for x in xs]) * 100
-    std = np.array([points[x].std for x in xs]) * 100
-    ax.plot(xs, mean, color=style.color, marker=style.marker, linestyle=style.linestyle,
-            markersize=4, label=label)
-    if any(points[x].n > 1 for x in xs):
-        ax.fill_between(xs, mean - std, mean + std, color=style.color, alpha=0.12,
-                        linewidth=0)
-    return True
+  xs = sorted(x for x, s in points.items() if s.n)
+  if not xs:
+    return False
+  mean = np.array([points[x].mean for x in xs]) * 100
+  std = np.array([points[x].std for x in xs]) * 100
+  ax.plot(xs, mean, color=style.color, marker=style.marker, linestyle=style.linestyle,
+          markersize=4, label=label)
+  if any(points[x].n > 1 for x in xs):
+    ax.fill_between(xs, mean - std, mean + std, color=style.color, alpha=0.12,
+                    linewidth=0)
+  return True
 
 
 def _finish(fig: Figure, axes: Sequence[Any], title: str, path: pathlib.Path
             ) -> pathlib.Path:
-    handles: dict[str, Any] = {}
-    for ax in axes:
-        for h, lab in zip(*ax.get_legend_handles_labels()):
-            handles.setdefault(lab, h)
-    fig.suptitle(title)
-    fig.legend(list(handles.values()), list(handles), loc="outside lower center",
-               ncol=min(4, max(1, len(handles))), fontsize="small")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    return path
+  handles: dict[str, Any] = {}
+  for ax in axes:
+    for h, lab in zip(*ax.get_legend_handles_labels()):
+      handles.setdefault(lab, h)
+  fig.suptitle(title)
+  fig.legend(list(handles.values()), list(handles), loc="outside lower center",
+             ncol=min(4, max(1, len(handles))), fontsize="small")
+  path.parent.mkdir(parents=True, exist_ok=True)
+  fig.savefig(path, dpi=90)
+  return path
 
 
 def _method_panels(rows: Sequence[Row], metric: str, panel_of: Callable[[Row], Any],
@@ -290,335 +290,335 @@ def _method_panels(rows: Sequence[Row], metric: str, panel_of: Callable[[Row], A
                    panel_title: Callable[[Any], str], xlabel: str, logx: bool,
                    reference: Stat | None, title: str, path: pathlib.Path
                    ) -> pathlib.Path | None:
-    """One panel per ``panel_of`` value, one line per method, x = ``x_of``."""
-    stats = _aggregate(rows, metric, lambda r: (panel_of(r), r["method"], x_of(r)))
-    panels = sorted({p for p, _, _ in stats})
-    if not any(s.n for s in stats.values()):
-        return None
-    fig, axes = _new_figure(len(panels))
-    for ax, panel in zip(axes, panels):
-        methods = sorted({m for p, m, _ in stats if p == panel}, key=method_sort_key)
-        for m in methods:
-            _line(ax, {x: s for (p, mm, x), s in stats.items() if p == panel and mm == m},
-                  styles[m], m)
-        if reference is not None and reference.n:
-            ax.axhline(reference.mean * 100, color="gray", linestyle=":",
-                       label="balanced training set")
-        if logx:
-            ax.set_xscale("log")
-        ax.set_title(panel_title(panel), fontsize="medium")
-        ax.set_xlabel(xlabel)
-        ax.set_ylabel(METRIC_LABELS[metric])
-        ax.grid(True, alpha=0.3)
-    return _finish(fig, axes, title, path)
+  """One panel per ``panel_of`` value, one line per method, x = ``x_of``."""
+  stats = _aggregate(rows, metric, lambda r: (panel_of(r), r["method"], x_of(r)))
+  panels = sorted({p for p, _, _ in stats})
+  if not any(s.n for s in stats.values()):
+    return None
+  fig, axes = _new_figure(len(panels))
+  for ax, panel in zip(axes, panels):
+    methods = sorted({m for p, m, _ in stats if p == panel}, key=method_sort_key)
+    for m in methods:
+      _line(ax, {x: s for (p, mm, x), s in stats.items() if p == panel and mm == m},
+            styles[m], m)
+    if reference is not None and reference.n:
+      ax.axhline(reference.mean * 100, color="gray", linestyle=":",
+                 label="balanced training set")
+    if logx:
+      ax.set_xscale("log")
+    ax.set_title(panel_title(panel), fontsize="medium")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(METRIC_LABELS[metric])
+    ax.grid(True, alpha=0.3)
+  return _finish(fig, axes, title, path)
 
 
 def _balanced_reference(rows: Sequence[Row], metric: str) -> Stat | None:
-    values = [metric_value(r, metric) for r in rows
-              if r["profile"] == "balanced" and r["method"] == "baseline"]
-    return summarize(values) if values else None
+  values = [metric_value(r, metric) for r in rows
+            if r["profile"] == "balanced" and r["method"] == "baseline"]
+  return summarize(values) if values else None
 
 
 def _step_vs_rho(rows, out_dir, metric, number, what) -> list[pathlib.Path]:
-    styles = method_styles(r["method"] for r in rows)
-    rows = _rows_for(rows, metric)
-    paths = []
-    for (ds, model), sub in _by_dataset_model(rows).items():
-        step = [r for r in sub if r["profile"] == "step" and not is_partial(r)]
-        path = _method_panels(
-            step, metric, num_minority, lambda r: float(r["rho"]), styles,
-            lambda k: f"{k} minority classes", "imbalance ratio ρ", True,
-            _balanced_reference(sub, metric),
-            f"Figure {number} ({ds} / {model}): step imbalance, {what}",
-            pathlib.Path(out_dir) / f"fig{number}_step_{metric}_{_slug(ds, model)}.png")
-        if path:
-            paths.append(path)
-    return paths
+  styles = method_styles(r["method"] for r in rows)
+  rows = _rows_for(rows, metric)
+  paths = []
+  for (ds, model), sub in _by_dataset_model(rows).items():
+    step = [r for r in sub if r["profile"] == "step" and not is_partial(r)]
+    path = _method_panels(
+        step, metric, num_minority, lambda r: float(r["rho"]), styles,
+        lambda k: f"{k} minority classes", "imbalance ratio ρ", True,
+        _balanced_reference(sub, metric),
+        f"Figure {number} ({ds} / {model}): step imbalance, {what}",
+        pathlib.Path(out_dir) / f"fig{number}_step_{metric}_{_slug(ds, model)}.png")
+    if path:
+      paths.append(path)
+  return paths
 
 
 # ---- the figures ----------------------------------------------------------------------
 
 def figure3(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """Step imbalance: AUC vs ρ (log x), one panel per number of minority classes.
+  """Step imbalance: AUC vs ρ (log x), one panel per number of minority classes.
 
-    Args:
-      rows: store rows (any mix; the relevant ones are picked).
-      out_dir: directory for the PNGs (created).
+  Args:
+    rows: store rows (any mix; the relevant ones are picked).
+    out_dir: directory for the PNGs (created).
 
-    Returns:
-      One PNG per dataset/model with step rows; empty if none.
-    """
-    return _step_vs_rho(rows, out_dir, "auc", 3, "multi-class ROC AUC")
+  Returns:
+    One PNG per dataset/model with step rows; empty if none.
+  """
+  return _step_vs_rho(rows, out_dir, "auc", 3, "multi-class ROC AUC")
 
 
 def figure4(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """Step imbalance: AUC vs number of minority classes, one panel per ρ."""
-    styles = method_styles(r["method"] for r in rows)
-    rows = _rows_for(rows, "auc")
-    paths = []
-    for (ds, model), sub in _by_dataset_model(rows).items():
-        step = [r for r in sub if r["profile"] == "step" and not is_partial(r)]
-        path = _method_panels(
-            step, "auc", lambda r: float(r["rho"]), lambda r: float(num_minority(r)),
-            styles, lambda rho: f"ρ = {rho:g}", "number of minority classes", False,
-            _balanced_reference(sub, "auc"),
-            f"Figure 4 ({ds} / {model}): step imbalance, fixed ρ",
-            pathlib.Path(out_dir) / f"fig4_step_auc_by_minority_{_slug(ds, model)}.png")
-        if path:
-            paths.append(path)
-    return paths
+  """Step imbalance: AUC vs number of minority classes, one panel per ρ."""
+  styles = method_styles(r["method"] for r in rows)
+  rows = _rows_for(rows, "auc")
+  paths = []
+  for (ds, model), sub in _by_dataset_model(rows).items():
+    step = [r for r in sub if r["profile"] == "step" and not is_partial(r)]
+    path = _method_panels(
+        step, "auc", lambda r: float(r["rho"]), lambda r: float(num_minority(r)),
+        styles, lambda rho: f"ρ = {rho:g}", "number of minority classes", False,
+        _balanced_reference(sub, "auc"),
+        f"Figure 4 ({ds} / {model}): step imbalance, fixed ρ",
+        pathlib.Path(out_dir) / f"fig4_step_auc_by_minority_{_slug(ds, model)}.png")
+    if path:
+      paths.append(path)
+  return paths
 
 
 def figure5(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """Linear imbalance: AUC vs ρ (log x), one line per method."""
-    styles = method_styles(r["method"] for r in rows)
-    rows = _rows_for(rows, "auc")
-    paths = []
-    for (ds, model), sub in _by_dataset_model(rows).items():
-        linear = [r for r in sub if r["profile"] == "linear" and not is_partial(r)]
-        path = _method_panels(
-            linear, "auc", lambda r: "linear", lambda r: float(r["rho"]), styles,
-            lambda _: "linear imbalance", "imbalance ratio ρ", True,
-            _balanced_reference(sub, "auc"),
-            f"Figure 5 ({ds} / {model}): linear imbalance, multi-class ROC AUC",
-            pathlib.Path(out_dir) / f"fig5_linear_auc_{_slug(ds, model)}.png")
-        if path:
-            paths.append(path)
-    return paths
+  """Linear imbalance: AUC vs ρ (log x), one line per method."""
+  styles = method_styles(r["method"] for r in rows)
+  rows = _rows_for(rows, "auc")
+  paths = []
+  for (ds, model), sub in _by_dataset_model(rows).items():
+    linear = [r for r in sub if r["profile"] == "linear" and not is_partial(r)]
+    path = _method_panels(
+        linear, "auc", lambda r: "linear", lambda r: float(r["rho"]), styles,
+        lambda _: "linear imbalance", "imbalance ratio ρ", True,
+        _balanced_reference(sub, "auc"),
+        f"Figure 5 ({ds} / {model}): linear imbalance, multi-class ROC AUC",
+        pathlib.Path(out_dir) / f"fig5_linear_auc_{_slug(ds, model)}.png")
+    if path:
+      paths.append(path)
+  return paths
 
 
 def figure6(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """Step imbalance: accuracy vs ρ, thresholded methods included (dashed)."""
-    return _step_vs_rho(rows, out_dir, "accuracy", 6, "accuracy")
+  """Step imbalance: accuracy vs ρ, thresholded methods included (dashed)."""
+  return _step_vs_rho(rows, out_dir, "accuracy", 6, "accuracy")
 
 
 def figure7(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """Partial resampling: AUC vs the imbalance ratio left after resampling.
+  """Partial resampling: AUC vs the imbalance ratio left after resampling.
 
-    One file per dataset/model/ρ that has partial rows, one panel per number of
-    minority classes, one line each for oversampling and undersampling. The x axis is
-    log and reversed: the baseline (no resampling, ratio left = ρ) is the leftmost point
-    of both lines and full resampling (ratio 1) the rightmost, so more resampling is to
-    the right.
-    """
-    rows = _rows_for(rows, "auc")
-    styles = method_styles(["baseline", "oversampling", "undersampling"])
-    paths = []
-    for (ds, model), sub in _by_dataset_model(rows).items():
-        step = [r for r in sub if r["profile"] == "step"]
-        rhos = sorted({float(r["rho"]) for r in step if is_partial(r)
-                       and r["method"] in ("oversampling", "undersampling")})
-        for rho in rhos:
-            here = [r for r in step if float(r["rho"]) == rho]
-            base = _aggregate([r for r in here if r["method"] == "baseline"], "auc",
-                              num_minority)
-            stats = _aggregate(
-                [r for r in here if r["method"] in ("oversampling", "undersampling")],
-                "auc", lambda r: (num_minority(r), r["method"], float(r["resample_ratio"])))
-            if not any(s.n for s in stats.values()):
-                continue  # every partial run diverged: nothing to draw
-            panels = sorted({k for k, _, _ in stats} | set(base))
-            fig, axes = _new_figure(len(panels))
-            for ax, k in zip(axes, panels):
-                for m in ("oversampling", "undersampling"):
-                    points = {x: s for (kk, mm, x), s in stats.items() if kk == k and mm == m}
-                    if k in base:
-                        points[rho] = base[k]  # no resampling: the ratio left is ρ
-                    _line(ax, points, styles[m], m)
-                if k in base and base[k].n:
-                    ax.plot([rho], [base[k].mean * 100], color="black", marker="o",
-                            linestyle="none", label="baseline")
-                ax.set_xscale("log")
-                ax.invert_xaxis()
-                ax.set_title(f"{k} minority classes", fontsize="medium")
-                ax.set_xlabel("imbalance ratio left after resampling (more resampling →)")
-                ax.set_ylabel(METRIC_LABELS["auc"])
-                ax.grid(True, alpha=0.3)
-            paths.append(_finish(
-                fig, axes, f"Figure 7 ({ds} / {model}): partial resampling from ρ = {rho:g}",
-                pathlib.Path(out_dir) / f"fig7_partial_{_slug(ds, model)}_rho{_slug(rho)}.png"))
-    return paths
+  One file per dataset/model/ρ that has partial rows, one panel per number of
+  minority classes, one line each for oversampling and undersampling. The x axis is
+  log and reversed: the baseline (no resampling, ratio left = ρ) is the leftmost point
+  of both lines and full resampling (ratio 1) the rightmost, so more resampling is to
+  the right.
+  """
+  rows = _rows_for(rows, "auc")
+  styles = method_styles(["baseline", "oversampling", "undersampling"])
+  paths = []
+  for (ds, model), sub in _by_dataset_model(rows).items():
+    step = [r for r in sub if r["profile"] == "step"]
+    rhos = sorted({float(r["rho"]) for r in step if is_partial(r)
+                   and r["method"] in ("oversampling", "undersampling")})
+    for rho in rhos:
+      here = [r for r in step if float(r["rho"]) == rho]
+      base = _aggregate([r for r in here if r["method"] == "baseline"], "auc",
+                        num_minority)
+      stats = _aggregate(
+          [r for r in here if r["method"] in ("oversampling", "undersampling")],
+          "auc", lambda r: (num_minority(r), r["method"], float(r["resample_ratio"])))
+      if not any(s.n for s in stats.values()):
+        continue  # every partial run diverged: nothing to draw
+      panels = sorted({k for k, _, _ in stats} | set(base))
+      fig, axes = _new_figure(len(panels))
+      for ax, k in zip(axes, panels):
+        for m in ("oversampling", "undersampling"):
+          points = {x: s for (kk, mm, x), s in stats.items() if kk == k and mm == m}
+          if k in base:
+            points[rho] = base[k]  # no resampling: the ratio left is ρ
+          _line(ax, points, styles[m], m)
+        if k in base and base[k].n:
+          ax.plot([rho], [base[k].mean * 100], color="black", marker="o",
+                  linestyle="none", label="baseline")
+        ax.set_xscale("log")
+        ax.invert_xaxis()
+        ax.set_title(f"{k} minority classes", fontsize="medium")
+        ax.set_xlabel("imbalance ratio left after resampling (more resampling →)")
+        ax.set_ylabel(METRIC_LABELS["auc"])
+        ax.grid(True, alpha=0.3)
+      paths.append(_finish(
+          fig, axes, f"Figure 7 ({ds} / {model}): partial resampling from ρ = {rho:g}",
+          pathlib.Path(out_dir) / f"fig7_partial_{_slug(ds, model)}_rho{_slug(rho)}.png"))
+  return paths
 
 
 def _has_curves(row: Row) -> bool:
-    extra = row.get("extra") or {}
-    steps = extra.get("curve_steps")
-    return (isinstance(steps, list) and bool(steps)
-            and isinstance(extra.get("train_acc"), list)
-            and len(extra["train_acc"]) == len(steps))
+  extra = row.get("extra") or {}
+  steps = extra.get("curve_steps")
+  return (isinstance(steps, list) and bool(steps)
+          and isinstance(extra.get("train_acc"), list)
+          and len(extra["train_acc"]) == len(steps))
 
 
 def curve_case(rows: Sequence[Row]) -> tuple[str, float, int] | None:
-    """The case Figure 8 draws: the one nearest the paper's (step, ρ=50, half minority).
+  """The case Figure 8 draws: the one nearest the paper's (step, ρ=50, half minority).
 
-    Step cases come first; among them the distance is ``|log(ρ/50)|`` plus the distance
-    of the minority fraction from 0.5. Without step cases the first case in table order
-    is taken.
+  Step cases come first; among them the distance is ``|log(ρ/50)|`` plus the distance
+  of the minority fraction from 0.5. Without step cases the first case in table order
+  is taken.
 
-    Args:
-      rows: rows of one dataset/model that carry curves.
+  Args:
+    rows: rows of one dataset/model that carry curves.
 
-    Returns:
-      ``(profile, rho, num_minority)``, or None when ``rows`` is empty.
-    """
-    cases = {(r["profile"], float(r["rho"]), num_minority(r), len(r["class_counts"]))
-             for r in rows}
-    if not cases:
-        return None
-    target = PAPER_CURVE_CASE
+  Returns:
+    ``(profile, rho, num_minority)``, or None when ``rows`` is empty.
+  """
+  cases = {(r["profile"], float(r["rho"]), num_minority(r), len(r["class_counts"]))
+           for r in rows}
+  if not cases:
+    return None
+  target = PAPER_CURVE_CASE
 
-    def distance(case):
-        profile, rho, k, n_classes = case
-        if profile != target["profile"]:
-            return (1, _case_sort_key(case[:3]))
-        gap = abs(math.log(rho / target["rho"])) + abs(
-            k / max(n_classes, 1) - target["minority_fraction"])
-        return (0, (gap,) + _case_sort_key(case[:3]))
+  def distance(case):
+    profile, rho, k, n_classes = case
+    if profile != target["profile"]:
+      return (1, _case_sort_key(case[:3]))
+    gap = abs(math.log(rho / target["rho"])) + abs(
+        k / max(n_classes, 1) - target["minority_fraction"])
+    return (0, (gap,) + _case_sort_key(case[:3]))
 
-    return min(cases, key=distance)[:3]
+  return min(cases, key=distance)[:3]
 
 
 def figure8(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """Convergence: accuracy vs iteration, one panel per method, for one case.
+  """Convergence: accuracy vs iteration, one panel per method, for one case.
 
-    Uses rows whose ``extra`` holds ``curve_steps`` and ``train_acc`` (and, when
-    present, ``test_acc``). Thresholded methods are left out (their curves are their base
-    model's) and so is partial resampling. One file per dataset/model, for the case
-    :func:`curve_case` picks. Curves with the same steps are averaged over repetitions;
-    others are drawn one by one.
-    """
-    styles = method_styles(r["method"] for r in rows)
-    rows = [r for r in select_best(rows) if _has_curves(r) and r["status"] == "ok"
-            and not is_thresholded(r["method"]) and not is_partial(r)]
-    paths = []
-    for (ds, model), sub in _by_dataset_model(rows).items():
-        case = curve_case(sub)
-        here = [r for r in sub
-                if (r["profile"], float(r["rho"]), num_minority(r)) == case]
-        by_method: dict[str, list[Row]] = defaultdict(list)
-        for r in here:
-            by_method[r["method"]].append(r)
-        methods = sorted(by_method, key=method_sort_key)
-        fig, axes = _new_figure(len(methods))
-        for ax, m in zip(axes, methods):
-            _curves(ax, by_method[m], styles[m])
-            ax.set_title(m, fontsize="medium")
-            ax.set_xlabel("iteration")
-            ax.set_ylabel("accuracy (%)")
-            ax.grid(True, alpha=0.3)
-        profile, rho, k = case
-        name = _slug("fig8_curves", ds, model, profile, f"rho{rho:g}", f"m{k}")
-        paths.append(_finish(fig, axes, f"Figure 8 ({ds} / {model}): {_case_label(case)}",
-                             pathlib.Path(out_dir) / f"{name}.png"))
-    return paths
+  Uses rows whose ``extra`` holds ``curve_steps`` and ``train_acc`` (and, when
+  present, ``test_acc``). Thresholded methods are left out (their curves are their base
+  model's) and so is partial resampling. One file per dataset/model, for the case
+  :func:`curve_case` picks. Curves with the same steps are averaged over repetitions;
+  others are drawn one by one.
+  """
+  styles = method_styles(r["method"] for r in rows)
+  rows = [r for r in select_best(rows) if _has_curves(r) and r["status"] == "ok"
+          and not is_thresholded(r["method"]) and not is_partial(r)]
+  paths = []
+  for (ds, model), sub in _by_dataset_model(rows).items():
+    case = curve_case(sub)
+    here = [r for r in sub
+            if (r["profile"], float(r["rho"]), num_minority(r)) == case]
+    by_method: dict[str, list[Row]] = defaultdict(list)
+    for r in here:
+      by_method[r["method"]].append(r)
+    methods = sorted(by_method, key=method_sort_key)
+    fig, axes = _new_figure(len(methods))
+    for ax, m in zip(axes, methods):
+      _curves(ax, by_method[m], styles[m])
+      ax.set_title(m, fontsize="medium")
+      ax.set_xlabel("iteration")
+      ax.set_ylabel("accuracy (%)")
+      ax.grid(True, alpha=0.3)
+    profile, rho, k = case
+    name = _slug("fig8_curves", ds, model, profile, f"rho{rho:g}", f"m{k}")
+    paths.append(_finish(fig, axes, f"Figure 8 ({ds} / {model}): {_case_label(case)}",
+                         pathlib.Path(out_dir) / f"{name}.png"))
+  return paths
 
 
 def _curves(ax, rows: Sequence[Row], style: Style) -> None:
-    steps = [tuple(r["extra"]["curve_steps"]) for r in rows]
-    groups = [rows] if len(set(steps)) == 1 else [[r] for r in rows]
-    for i, group in enumerate(groups):
-        x = np.asarray(group[0]["extra"]["curve_steps"], dtype=float)
-        for key, ls, label in (("train_acc", "--", "train"), ("test_acc", "-", "test")):
-            ys = [np.asarray(r["extra"][key], dtype=float) for r in group
-                  if len(r["extra"].get(key) or []) == len(x)]
-            if not ys:
-                continue
-            with warnings.catch_warnings():  # an all-NaN step stays NaN, unplotted
-                warnings.simplefilter("ignore", RuntimeWarning)
-                y = np.nanmean(ys, axis=0) if len(ys) > 1 else ys[0]
-            ax.plot(x, y * 100, color=style.color, linestyle=ls,
-                    alpha=1.0 if len(groups) == 1 else 0.5,
-                    label=label if i == 0 else None)
+  steps = [tuple(r["extra"]["curve_steps"]) for r in rows]
+  groups = [rows] if len(set(steps)) == 1 else [[r] for r in rows]
+  for i, group in enumerate(groups):
+    x = np.asarray(group[0]["extra"]["curve_steps"], dtype=float)
+    for key, ls, label in (("train_acc", "--", "train"), ("test_acc", "-", "test")):
+      ys = [np.asarray(r["extra"][key], dtype=float) for r in group
+            if len(r["extra"].get(key) or []) == len(x)]
+      if not ys:
+        continue
+      with warnings.catch_warnings():  # an all-NaN step stays NaN, unplotted
+        warnings.simplefilter("ignore", RuntimeWarning)
+        y = np.nanmean(ys, axis=0) if len(ys) > 1 else ys[0]
+      ax.plot(x, y * 100, color=style.color, linestyle=ls,
+              alpha=1.0 if len(groups) == 1 else 0.5,
+              label=label if i == 0 else None)
 
 
 # ---- tables ---------------------------------------------------------------------------
 
 def _case_sort_key(case: tuple) -> tuple:
-    profile, rest = case[0], case[1:]
-    rank = PROFILE_ORDER.index(profile) if profile in PROFILE_ORDER else len(PROFILE_ORDER)
-    # None (no μ for linear, say) sorts first instead of failing to compare with floats.
-    return (rank, profile) + tuple(-1.0 if v is None else v for v in rest)
+  profile, rest = case[0], case[1:]
+  rank = PROFILE_ORDER.index(profile) if profile in PROFILE_ORDER else len(PROFILE_ORDER)
+  # None (no μ for linear, say) sorts first instead of failing to compare with floats.
+  return (rank, profile) + tuple(-1.0 if v is None else v for v in rest)
 
 
 def _case_of(row: Row) -> tuple:
-    k = num_minority(row) if row["profile"] == "step" else None
-    return (row["profile"], float(row["rho"]), k,
-            None if row.get("mu") is None else float(row["mu"]))
+  k = num_minority(row) if row["profile"] == "step" else None
+  return (row["profile"], float(row["rho"]), k,
+          None if row.get("mu") is None else float(row["mu"]))
 
 
 def _case_label(case: tuple) -> str:
-    profile, rho = case[0], case[1]
-    if profile == "balanced":
-        return "balanced"
-    label = f"{profile} ρ={rho:g}"
-    if profile == "step":
-        mu = case[3] if len(case) > 3 and case[3] is not None else None
-        label += f" μ={mu:g}" if mu is not None else f" {case[2]} minority"
-    return label
+  profile, rho = case[0], case[1]
+  if profile == "balanced":
+    return "balanced"
+  label = f"{profile} ρ={rho:g}"
+  if profile == "step":
+    mu = case[3] if len(case) > 3 and case[3] is not None else None
+    label += f" μ={mu:g}" if mu is not None else f" {case[2]} minority"
+  return label
 
 
 def _method_label(method: str, ratio: float) -> str:
-    return method if math.isclose(ratio, 1.0) else f"{method} (to ratio {ratio:g})"
+  return method if math.isclose(ratio, 1.0) else f"{method} (to ratio {ratio:g})"
 
 
 def format_cell(stat: Stat) -> str:
-    """``'mean ± std (n)'`` of a metric ×100; diverged runs counted inside the brackets."""
-    div = f", {stat.diverged} diverged" if stat.diverged else ""
-    if not stat.n:
-        return f"– (0{div})"
-    spread = f" ± {stat.std * 100:.2f}" if stat.n > 1 else ""
-    return f"{stat.mean * 100:.2f}{spread} ({stat.n}{div})"
+  """``'mean ± std (n)'`` of a metric ×100; diverged runs counted inside the brackets."""
+  div = f", {stat.diverged} diverged" if stat.diverged else ""
+  if not stat.n:
+    return f"– (0{div})"
+  spread = f" ± {stat.std * 100:.2f}" if stat.n > 1 else ""
+  return f"{stat.mean * 100:.2f}{spread} ({stat.n}{div})"
 
 
 def summary_table(rows: Sequence[Row], metric: str = "auc") -> str:
-    """Markdown table(s): rows = methods, columns = imbalance cases, cells ×100.
+  """Markdown table(s): rows = methods, columns = imbalance cases, cells ×100.
 
-    One table per dataset/model, each under a ``###`` heading. Cells read
-    ``mean ± std (n)`` (see :func:`format_cell`); learning-rate searches are reduced
-    first with :func:`select_best`.
+  One table per dataset/model, each under a ``###`` heading. Cells read
+  ``mean ± std (n)`` (see :func:`format_cell`); learning-rate searches are reduced
+  first with :func:`select_best`.
 
-    Args:
-      rows: store rows.
-      metric: one of :data:`METRICS`.
+  Args:
+    rows: store rows.
+    metric: one of :data:`METRICS`.
 
-    Returns:
-      Markdown text; ``'_no results_'`` when there are no rows.
+  Returns:
+    Markdown text; ``'_no results_'`` when there are no rows.
 
-    Raises:
-      ValueError: for an unknown metric.
-    """
-    _check_metric(metric)
-    rows = _rows_for(rows, metric)
-    if not rows:
-        return "_no results_\n"
-    out = []
-    for (ds, model), sub in _by_dataset_model(rows).items():
-        stats = _aggregate(sub, metric, lambda r: (
-            (r["method"], float(r["resample_ratio"]) if is_partial(r) else 1.0),
-            _case_of(r)))
-        methods = sorted({m for m, _ in stats},
-                         key=lambda mr: (method_sort_key(mr[0]), mr[1] != 1.0, -mr[1]))
-        cases = sorted({c for _, c in stats}, key=_case_sort_key)
-        out.append(f"### {ds} / {model}: {METRIC_LABELS[metric]}\n")
-        out.append("| method | " + " | ".join(_case_label(c) for c in cases) + " |")
-        out.append("|---|" + "---|" * len(cases))
-        for m in methods:
-            cells = [format_cell(stats[(m, c)]) if (m, c) in stats else "" for c in cases]
-            out.append(f"| {_method_label(*m)} | " + " | ".join(cells) + " |")
-        out.append("")
-    return "\n".join(out) + "\n"
+  Raises:
+    ValueError: for an unknown metric.
+  """
+  _check_metric(metric)
+  rows = _rows_for(rows, metric)
+  if not rows:
+    return "_no results_\n"
+  out = []
+  for (ds, model), sub in _by_dataset_model(rows).items():
+    stats = _aggregate(sub, metric, lambda r: (
+        (r["method"], float(r["resample_ratio"]) if is_partial(r) else 1.0),
+        _case_of(r)))
+    methods = sorted({m for m, _ in stats},
+                     key=lambda mr: (method_sort_key(mr[0]), mr[1] != 1.0, -mr[1]))
+    cases = sorted({c for _, c in stats}, key=_case_sort_key)
+    out.append(f"### {ds} / {model}: {METRIC_LABELS[metric]}\n")
+    out.append("| method | " + " | ".join(_case_label(c) for c in cases) + " |")
+    out.append("|---|" + "---|" * len(cases))
+    for m in methods:
+      cells = [format_cell(stats[(m, c)]) if (m, c) in stats else "" for c in cases]
+      out.append(f"| {_method_label(*m)} | " + " | ".join(cells) + " |")
+    out.append("")
+  return "\n".join(out) + "\n"
 
 
 def write_tables(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """Writes ``tables.md``: the AUC table and the accuracy table (Table 4 style)."""
-    path = pathlib.Path(out_dir) / "tables.md"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = ("# Results (mean ± std over repetitions, ×100; n = finished runs)\n\n"
-            "## Multi-class ROC AUC\n\n" + summary_table(rows, "auc")
-            + "\n## Accuracy (thresholded methods: after dividing by the prior)\n\n"
-            + summary_table(rows, "accuracy"))
-    path.write_text(text)
-    return [path]
+  """Writes ``tables.md``: the AUC table and the accuracy table (Table 4 style)."""
+  path = pathlib.Path(out_dir) / "tables.md"
+  path.parent.mkdir(parents=True, exist_ok=True)
+  text = ("# Results (mean ± std over repetitions, ×100; n = finished runs)\n\n"
+          "## Multi-class ROC AUC\n\n" + summary_table(rows, "auc")
+          + "\n## Accuracy (thresholded methods: after dividing by the prior)\n\n"
+          + summary_table(rows, "accuracy"))
+  path.write_text(text)
+  return [path]
 
 
 
@@ -630,64 +630,64 @@ COMPARISON_METRICS: tuple[tuple[str, str], ...] = (
 
 
 def _comparison_value(row: Row, metric: str) -> float:
-    """The row's `metric` in percent (a store column, or a key of `extra`)."""
-    if metric in METRICS:
-        return 100.0 * metric_value(row, metric)
-    value = (row.get("extra") or {}).get(metric)
-    return float("nan") if value is None else 100.0 * float(value)
+  """The row's `metric` in percent (a store column, or a key of `extra`)."""
+  if metric in METRICS:
+    return 100.0 * metric_value(row, metric)
+  value = (row.get("extra") or {}).get(metric)
+  return float("nan") if value is None else 100.0 * float(value)
 
 
 def figure_methods(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
-    """Beyond the paper: every method of a case side by side, one panel per metric.
+  """Beyond the paper: every method of a case side by side, one panel per metric.
 
-    Drawn for each (dataset, model, case) whose rows include a method outside the
-    paper's eight (the modern long-tail methods): horizontal bars of the mean over
-    repetitions with the sample std as error bars, for AUC, accuracy, balanced accuracy,
-    few-shot accuracy and ECE. Thresholded methods show their thresholded accuracy; the
-    paper's methods and the others share one ordering (paper first).
+  Drawn for each (dataset, model, case) whose rows include a method outside the
+  paper's eight (the modern long-tail methods): horizontal bars of the mean over
+  repetitions with the sample std as error bars, for AUC, accuracy, balanced accuracy,
+  few-shot accuracy and ECE. Thresholded methods show their thresholded accuracy; the
+  paper's methods and the others share one ordering (paper first).
 
-    Returns:
-      The paths written.
-    """
-    out_dir = pathlib.Path(out_dir)
-    paths = []
-    for (dataset, model), group in _by_dataset_model(select_best(rows)).items():
-        if all(r["method"] in METHOD_ORDER for r in group):
-            continue
-        cases: dict[tuple, list[Row]] = defaultdict(list)
-        for r in group:
-            if not is_partial(r):
-                cases[(r["profile"], r["rho"], r.get("mu"))].append(r)
-        for (profile, rho, mu), case_rows in sorted(cases.items(), key=str):
-            methods = sorted({r["method"] for r in case_rows}, key=method_sort_key)
-            if all(m in METHOD_ORDER for m in methods):
-                continue
-            styles = method_styles(methods)
-            fig, axes = _new_figure(len(COMPARISON_METRICS))
-            fig.set_size_inches(4.2 * 3, 0.28 * len(methods) * 2 + 2.5)
-            for ax, (metric, label) in zip(axes, COMPARISON_METRICS):
-                stats = [summarize([_comparison_value(r, metric) for r in case_rows
-                                    if r["method"] == m and r.get("status") == "ok"])
-                         for m in methods]
-                ys = np.arange(len(methods))
-                ax.barh(ys, [st.mean for st in stats], xerr=[st.std for st in stats],
-                        color=[styles[m].color for m in methods], alpha=0.85)
-                ax.set_yticks(ys, methods if ax is axes[0] or ax is axes[3] else [],
-                              fontsize="x-small")
-                ax.invert_yaxis()
-                ax.set_xlabel(label)
-                finite = [st.mean for st in stats if math.isfinite(st.mean)]
-                if finite and metric != "ece":
-                    lo = min(finite)
-                    ax.set_xlim(max(0.0, lo - (100 - lo) * 0.15), 100.0)
-                ax.grid(axis="x", alpha=0.3)
-            case = f"{profile} ρ={rho:g}" + ("" if mu is None else f" μ={mu:g}")
-            fig.suptitle(f"Methods compared ({dataset} / {model}): {case}")
-            path = out_dir / f"fig9_methods_{_slug(dataset, model, profile, rho, mu)}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fig.savefig(path, dpi=90)
-            paths.append(path)
-    return paths
+  Returns:
+    The paths written.
+  """
+  out_dir = pathlib.Path(out_dir)
+  paths = []
+  for (dataset, model), group in _by_dataset_model(select_best(rows)).items():
+    if all(r["method"] in METHOD_ORDER for r in group):
+      continue
+    cases: dict[tuple, list[Row]] = defaultdict(list)
+    for r in group:
+      if not is_partial(r):
+        cases[(r["profile"], r["rho"], r.get("mu"))].append(r)
+    for (profile, rho, mu), case_rows in sorted(cases.items(), key=str):
+      methods = sorted({r["method"] for r in case_rows}, key=method_sort_key)
+      if all(m in METHOD_ORDER for m in methods):
+        continue
+      styles = method_styles(methods)
+      fig, axes = _new_figure(len(COMPARISON_METRICS))
+      fig.set_size_inches(4.2 * 3, 0.28 * len(methods) * 2 + 2.5)
+      for ax, (metric, label) in zip(axes, COMPARISON_METRICS):
+        stats = [summarize([_comparison_value(r, metric) for r in case_rows
+                            if r["method"] == m and r.get("status") == "ok"])
+                 for m in methods]
+        ys = np.arange(len(methods))
+        ax.barh(ys, [st.mean for st in stats], xerr=[st.std for st in stats],
+                color=[styles[m].color for m in methods], alpha=0.85)
+        ax.set_yticks(ys, methods if ax is axes[0] or ax is axes[3] else [],
+                      fontsize="x-small")
+        ax.invert_yaxis()
+        ax.set_xlabel(label)
+        finite = [st.mean for st in stats if math.isfinite(st.mean)]
+        if finite and metric != "ece":
+          lo = min(finite)
+          ax.set_xlim(max(0.0, lo - (100 - lo) * 0.15), 100.0)
+        ax.grid(axis="x", alpha=0.3)
+      case = f"{profile} ρ={rho:g}" + ("" if mu is None else f" μ={mu:g}")
+      fig.suptitle(f"Methods compared ({dataset} / {model}): {case}")
+      path = out_dir / f"fig9_methods_{_slug(dataset, model, profile, rho, mu)}.png"
+      path.parent.mkdir(parents=True, exist_ok=True)
+      fig.savefig(path, dpi=90)
+      paths.append(path)
+  return paths
 
 FIGURES: dict[str, Callable[[Sequence[Row], str | os.PathLike], list[pathlib.Path]]] = {
     "figure3": figure3, "figure4": figure4, "figure5": figure5, "figure6": figure6,
@@ -696,28 +696,28 @@ FIGURES: dict[str, Callable[[Sequence[Row], str | os.PathLike], list[pathlib.Pat
 
 
 def make_all(workdir: str | os.PathLike) -> list[pathlib.Path]:
-    """Reads ``workdir``'s store and writes ``figures/*.png`` and ``figures/tables.md``.
+  """Reads ``workdir``'s store and writes ``figures/*.png`` and ``figures/tables.md``.
 
-    Figures without data are skipped; ``tables.md`` is always written.
+  Figures without data are skipped; ``tables.md`` is always written.
 
-    Args:
-      workdir: a study workdir holding ``results.sqlite``.
+  Args:
+    workdir: a study workdir holding ``results.sqlite``.
 
-    Returns:
-      The paths written, figures first, ``tables.md`` last.
+  Returns:
+    The paths written, figures first, ``tables.md`` last.
 
-    Raises:
-      ValueError: if ``workdir`` holds no results store.
-    """
-    from imbjax import store as store_lib  # figures stay importable without the store
+  Raises:
+    ValueError: if ``workdir`` holds no results store.
+  """
+  from imbjax import store as store_lib  # figures stay importable without the store
 
-    workdir = pathlib.Path(workdir)
-    if not (workdir / store_lib.DB_NAME).exists():
-        raise ValueError(f"workdir {str(workdir)!r} holds no {store_lib.DB_NAME}")
-    with store_lib.ResultsStore(workdir) as st:
-        rows = st.rows()
-    out_dir = workdir / "figures"
-    paths = []
-    for fn in FIGURES.values():
-        paths += fn(rows, out_dir)
-    return paths + write_tables(rows, out_dir)
+  workdir = pathlib.Path(workdir)
+  if not (workdir / store_lib.DB_NAME).exists():
+    raise ValueError(f"workdir {str(workdir)!r} holds no {store_lib.DB_NAME}")
+  with store_lib.ResultsStore(workdir) as st:
+    rows = st.rows()
+  out_dir = workdir / "figures"
+  paths = []
+  for fn in FIGURES.values():
+    paths += fn(rows, out_dir)
+  return paths + write_tables(rows, out_dir)

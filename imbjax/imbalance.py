@@ -39,54 +39,54 @@ ORDER_CHOICES = ("random", "ascending")
 
 
 def _round_half_up(x: float) -> int:
-    # Python's round() is banker's rounding (round(2.5) == 2); counts of the paper's grid
-    # (e.g. mu * N = 2.5 for N = 5) should not depend on the parity of the neighbour.
-    return int(math.floor(x + 0.5))
+  # Python's round() is banker's rounding (round(2.5) == 2); counts of the paper's grid
+  # (e.g. mu * N = 2.5 for N = 5) should not depend on the parity of the neighbour.
+  return int(math.floor(x + 0.5))
 
 
 def _host_rng(key: jax.Array, *salt: int) -> np.random.Generator:
-    """A NumPy generator seeded from a `jax.random` key (typed or raw) and integer salts.
+  """A NumPy generator seeded from a `jax.random` key (typed or raw) and integer salts.
 
-    Host-side plans draw from this instead of `jax.random.permutation`: the latter compiles
-    a new XLA program for every distinct length (about a second each), and plans of many
-    different class sizes would pay that again and again. Seeding goes through NumPy's
-    SeedSequence (a hash of all words), so the key stays the one source of randomness,
-    different salts give independent streams, and no global state is touched.
-    """
-    if key is None:
-        raise ValueError("a jax.random key is required, got None")
-    data = np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel()
-    return np.random.default_rng([int(w) for w in data] + [int(s) for s in salt])
+  Host-side plans draw from this instead of `jax.random.permutation`: the latter compiles
+  a new XLA program for every distinct length (about a second each), and plans of many
+  different class sizes would pay that again and again. Seeding goes through NumPy's
+  SeedSequence (a hash of all words), so the key stays the one source of randomness,
+  different salts give independent streams, and no global state is touched.
+  """
+  if key is None:
+    raise ValueError("a jax.random key is required, got None")
+  data = np.asarray(jax.random.key_data(key), dtype=np.uint32).ravel()
+  return np.random.default_rng([int(w) for w in data] + [int(s) for s in salt])
 
 
 def _check_num_classes(num_classes: Any) -> int:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
-        raise ValueError(f"num_classes must be an integer, got {num_classes!r}")
-    if num_classes < 2:
-        raise ValueError(f"num_classes must be >= 2 for an imbalance profile, got {num_classes}")
-    return int(num_classes)
+  if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+    raise ValueError(f"num_classes must be an integer, got {num_classes!r}")
+  if num_classes < 2:
+    raise ValueError(f"num_classes must be >= 2 for an imbalance profile, got {num_classes}")
+  return int(num_classes)
 
 
 def _check_max_count(max_count: Any) -> int:
-    if isinstance(max_count, bool) or not isinstance(max_count, (int, np.integer)):
-        raise ValueError(f"max_count must be an integer, got {max_count!r}")
-    if max_count < 1:
-        raise ValueError(f"max_count must be >= 1, got {max_count}")
-    return int(max_count)
+  if isinstance(max_count, bool) or not isinstance(max_count, (int, np.integer)):
+    raise ValueError(f"max_count must be an integer, got {max_count!r}")
+  if max_count < 1:
+    raise ValueError(f"max_count must be >= 1, got {max_count}")
+  return int(max_count)
 
 
 def _check_rho(rho: Any) -> float:
-    try:
-        rho_f = float(rho)
-    except (TypeError, ValueError):
-        raise ValueError(f"rho must be a number >= 1, got {rho!r}") from None
-    if not math.isfinite(rho_f) or rho_f < 1.0:
-        raise ValueError(f"rho must be a finite number >= 1, got {rho!r}")
-    return rho_f
+  try:
+    rho_f = float(rho)
+  except (TypeError, ValueError):
+    raise ValueError(f"rho must be a number >= 1, got {rho!r}") from None
+  if not math.isfinite(rho_f) or rho_f < 1.0:
+    raise ValueError(f"rho must be a finite number >= 1, got {rho!r}")
+  return rho_f
 
 
 def _minority_count(max_count: int, rho: float) -> int:
-    return max(1, _round_half_up(max_count / rho))
+  return max(1, _round_half_up(max_count / rho))
 
 
 def step(
@@ -98,57 +98,57 @@ def step(
     minority: str = "random",
     key: jax.Array | None = None,
 ) -> np.ndarray:
-    """Per-class counts of a *step* imbalance (Buda et al. 2018, Eq. 1-2, Figure 1a-b).
+  """Per-class counts of a *step* imbalance (Buda et al. 2018, Eq. 1-2, Figure 1a-b).
 
-    Rounding: the number of minority classes is ``floor(mu * num_classes + 0.5)`` (round half
-    up) and the minority count is ``max(1, floor(max_count / rho + 0.5))``, so MNIST's
-    ``max_count=5000, rho=5000`` gives one example and ``rho=10`` gives exactly 500.
+  Rounding: the number of minority classes is ``floor(mu * num_classes + 0.5)`` (round half
+  up) and the minority count is ``max(1, floor(max_count / rho + 0.5))``, so MNIST's
+  ``max_count=5000, rho=5000`` gives one example and ``rho=10`` gives exactly 500.
 
-    Args:
-      num_classes: number of classes N (>= 2).
-      max_count: examples in each majority class (>= 1).
-      rho: imbalance ratio max/min (>= 1).
-      mu: fraction of minority classes, in the open interval (0, 1); ``round(mu * N)`` must
-        leave at least one minority and one majority class.
-      minority: ``'lowest'`` makes labels ``0 .. k-1`` the minority (the paper's CIFAR-10
-        protocol: fixed and nested as mu grows); ``'random'`` picks them with ``key`` (the
-        MNIST protocol: a new random set each repetition). For a fixed key the random
-        minority sets are also nested in mu (they are prefixes of one permutation).
-      key: a `jax.random` key; required for ``minority='random'``, ignored otherwise.
+  Args:
+    num_classes: number of classes N (>= 2).
+    max_count: examples in each majority class (>= 1).
+    rho: imbalance ratio max/min (>= 1).
+    mu: fraction of minority classes, in the open interval (0, 1); ``round(mu * N)`` must
+      leave at least one minority and one majority class.
+    minority: ``'lowest'`` makes labels ``0 .. k-1`` the minority (the paper's CIFAR-10
+      protocol: fixed and nested as mu grows); ``'random'`` picks them with ``key`` (the
+      MNIST protocol: a new random set each repetition). For a fixed key the random
+      minority sets are also nested in mu (they are prefixes of one permutation).
+    key: a `jax.random` key; required for ``minority='random'``, ignored otherwise.
 
-    Returns:
-      ``np.ndarray`` of shape ``(num_classes,)``, dtype int64, ``counts[c]`` for label c.
+  Returns:
+    ``np.ndarray`` of shape ``(num_classes,)``, dtype int64, ``counts[c]`` for label c.
 
-    Raises:
-      ValueError: bad num_classes, max_count, rho (< 1), mu outside (0, 1), a mu giving no
-        minority or no majority class, an unknown ``minority`` or a missing key.
-    """
-    n = _check_num_classes(num_classes)
-    max_count = _check_max_count(max_count)
-    rho = _check_rho(rho)
-    try:
-        mu_f = float(mu)
-    except (TypeError, ValueError):
-        raise ValueError(f"mu must be a number in (0, 1), got {mu!r}") from None
-    if not 0.0 < mu_f < 1.0:
-        raise ValueError(f"mu must lie in the open interval (0, 1), got {mu!r}")
-    n_min = _round_half_up(mu_f * n)
-    if n_min < 1 or n_min > n - 1:
-        raise ValueError(
-            f"mu={mu!r} with num_classes={n} gives {n_min} minority classes; step imbalance "
-            f"needs between 1 and {n - 1}"
-        )
-    if minority not in MINORITY_CHOICES:
-        raise ValueError(f"unknown minority={minority!r}; accepted: {list(MINORITY_CHOICES)}")
-    counts = np.full(n, max_count, dtype=np.int64)
-    if minority == "lowest":
-        chosen = np.arange(n_min)
-    else:
-        if key is None:
-            raise ValueError("minority='random' needs a jax.random key, got key=None")
-        chosen = _host_rng(key, n).permutation(n)[:n_min]
-    counts[chosen] = _minority_count(max_count, rho)
-    return counts
+  Raises:
+    ValueError: bad num_classes, max_count, rho (< 1), mu outside (0, 1), a mu giving no
+      minority or no majority class, an unknown ``minority`` or a missing key.
+  """
+  n = _check_num_classes(num_classes)
+  max_count = _check_max_count(max_count)
+  rho = _check_rho(rho)
+  try:
+    mu_f = float(mu)
+  except (TypeError, ValueError):
+    raise ValueError(f"mu must be a number in (0, 1), got {mu!r}") from None
+  if not 0.0 < mu_f < 1.0:
+    raise ValueError(f"mu must lie in the open interval (0, 1), got {mu!r}")
+  n_min = _round_half_up(mu_f * n)
+  if n_min < 1 or n_min > n - 1:
+    raise ValueError(
+        f"mu={mu!r} with num_classes={n} gives {n_min} minority classes; step imbalance "
+        f"needs between 1 and {n - 1}"
+    )
+  if minority not in MINORITY_CHOICES:
+    raise ValueError(f"unknown minority={minority!r}; accepted: {list(MINORITY_CHOICES)}")
+  counts = np.full(n, max_count, dtype=np.int64)
+  if minority == "lowest":
+    chosen = np.arange(n_min)
+  else:
+    if key is None:
+      raise ValueError("minority='random' needs a jax.random key, got key=None")
+    chosen = _host_rng(key, n).permutation(n)[:n_min]
+  counts[chosen] = _minority_count(max_count, rho)
+  return counts
 
 
 def linear(
@@ -159,141 +159,141 @@ def linear(
     order: str = "random",
     key: jax.Array | None = None,
 ) -> np.ndarray:
-    """Per-class counts of a *linear* imbalance (Buda et al. 2018, Figure 1c).
+  """Per-class counts of a *linear* imbalance (Buda et al. 2018, Figure 1c).
 
-    The sorted counts are ``floor(lo + i * (max_count - lo) / (N - 1) + 0.5)`` for
-    ``i = 0 .. N-1`` with ``lo = max(1, floor(max_count / rho + 0.5))``: the end points are
-    exactly the minority count (as in `step`) and ``max_count``, and consecutive differences
-    are constant up to that final rounding (exactly constant when ``N - 1`` divides
-    ``max_count - lo``, e.g. MNIST rho 10: 500, 1000, ..., 5000; rho 5000 ends at 1).
+  The sorted counts are ``floor(lo + i * (max_count - lo) / (N - 1) + 0.5)`` for
+  ``i = 0 .. N-1`` with ``lo = max(1, floor(max_count / rho + 0.5))``: the end points are
+  exactly the minority count (as in `step`) and ``max_count``, and consecutive differences
+  are constant up to that final rounding (exactly constant when ``N - 1`` divides
+  ``max_count - lo``, e.g. MNIST rho 10: 500, 1000, ..., 5000; rho 5000 ends at 1).
 
-    Args:
-      num_classes: number of classes N (>= 2).
-      max_count: examples in the largest class (>= 1).
-      rho: imbalance ratio max/min (>= 1).
-      order: ``'ascending'`` gives label 0 the fewest examples and label N-1 the most (the
-        fixed CIFAR-10 protocol, consistent with ``step(minority='lowest')``); ``'random'``
-        assigns the sorted counts to a random permutation of labels drawn with ``key``.
-      key: a `jax.random` key; required for ``order='random'``, ignored otherwise.
+  Args:
+    num_classes: number of classes N (>= 2).
+    max_count: examples in the largest class (>= 1).
+    rho: imbalance ratio max/min (>= 1).
+    order: ``'ascending'`` gives label 0 the fewest examples and label N-1 the most (the
+      fixed CIFAR-10 protocol, consistent with ``step(minority='lowest')``); ``'random'``
+      assigns the sorted counts to a random permutation of labels drawn with ``key``.
+    key: a `jax.random` key; required for ``order='random'``, ignored otherwise.
 
-    Returns:
-      ``np.ndarray`` of shape ``(num_classes,)``, dtype int64.
+  Returns:
+    ``np.ndarray`` of shape ``(num_classes,)``, dtype int64.
 
-    Raises:
-      ValueError: bad num_classes, max_count, rho (< 1), unknown ``order`` or missing key.
-    """
-    n = _check_num_classes(num_classes)
-    max_count = _check_max_count(max_count)
-    rho = _check_rho(rho)
-    if order not in ORDER_CHOICES:
-        raise ValueError(f"unknown order={order!r}; accepted: {list(ORDER_CHOICES)}")
-    lo = _minority_count(max_count, rho)
-    diff = (max_count - lo) / (n - 1)
-    ascending = np.array([_round_half_up(lo + i * diff) for i in range(n)], dtype=np.int64)
-    ascending[-1] = max_count  # guard the end point against float drift in lo + (N-1)*diff
-    if order == "ascending":
-        return ascending
-    if key is None:
-        raise ValueError("order='random' needs a jax.random key, got key=None")
-    perm = _host_rng(key, n).permutation(n)
-    counts = np.empty(n, dtype=np.int64)
-    counts[perm] = ascending
-    return counts
+  Raises:
+    ValueError: bad num_classes, max_count, rho (< 1), unknown ``order`` or missing key.
+  """
+  n = _check_num_classes(num_classes)
+  max_count = _check_max_count(max_count)
+  rho = _check_rho(rho)
+  if order not in ORDER_CHOICES:
+    raise ValueError(f"unknown order={order!r}; accepted: {list(ORDER_CHOICES)}")
+  lo = _minority_count(max_count, rho)
+  diff = (max_count - lo) / (n - 1)
+  ascending = np.array([_round_half_up(lo + i * diff) for i in range(n)], dtype=np.int64)
+  ascending[-1] = max_count  # guard the end point against float drift in lo + (N-1)*diff
+  if order == "ascending":
+    return ascending
+  if key is None:
+    raise ValueError("order='random' needs a jax.random key, got key=None")
+  perm = _host_rng(key, n).permutation(n)
+  counts = np.empty(n, dtype=np.int64)
+  counts[perm] = ascending
+  return counts
 
 
 def exponential(num_classes: int, max_count: int, rho: float) -> np.ndarray:
-    """Per-class counts of the long-tailed (exponential) profile of Cao et al. (2019).
+  """Per-class counts of the long-tailed (exponential) profile of Cao et al. (2019).
 
-    ``n_i = int(max_count * (1/rho) ** (i / (N - 1)))`` for label i, computed in Python floats
-    exactly as in the LDAM-DRW code (``img_max * imb_factor ** (cls_idx / (cls_num - 1.0))``
-    truncated with ``int``), so CIFAR-10-LT (max 5000, rho 100) gives
-    5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50. Label 0 is the head. A count that
-    would truncate to 0 (only when ``max_count / rho < 1``) is raised to 1 so that no class
-    is empty.
+  ``n_i = int(max_count * (1/rho) ** (i / (N - 1)))`` for label i, computed in Python floats
+  exactly as in the LDAM-DRW code (``img_max * imb_factor ** (cls_idx / (cls_num - 1.0))``
+  truncated with ``int``), so CIFAR-10-LT (max 5000, rho 100) gives
+  5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50. Label 0 is the head. A count that
+  would truncate to 0 (only when ``max_count / rho < 1``) is raised to 1 so that no class
+  is empty.
 
-    Args:
-      num_classes: number of classes N (>= 2).
-      max_count: examples in class 0 (>= 1).
-      rho: imbalance ratio (>= 1); Cao et al.'s ``imb_factor`` is ``1 / rho``.
+  Args:
+    num_classes: number of classes N (>= 2).
+    max_count: examples in class 0 (>= 1).
+    rho: imbalance ratio (>= 1); Cao et al.'s ``imb_factor`` is ``1 / rho``.
 
-    Returns:
-      ``np.ndarray`` of shape ``(num_classes,)``, dtype int64, non-increasing in the label.
+  Returns:
+    ``np.ndarray`` of shape ``(num_classes,)``, dtype int64, non-increasing in the label.
 
-    Raises:
-      ValueError: bad num_classes, max_count or rho (< 1).
-    """
-    n = _check_num_classes(num_classes)
-    max_count = _check_max_count(max_count)
-    rho = _check_rho(rho)
-    imb_factor = 1.0 / rho
-    counts = [max(1, int(max_count * (imb_factor ** (i / (n - 1.0))))) for i in range(n)]
-    return np.array(counts, dtype=np.int64)
+  Raises:
+    ValueError: bad num_classes, max_count or rho (< 1).
+  """
+  n = _check_num_classes(num_classes)
+  max_count = _check_max_count(max_count)
+  rho = _check_rho(rho)
+  imb_factor = 1.0 / rho
+  counts = [max(1, int(max_count * (imb_factor ** (i / (n - 1.0))))) for i in range(n)]
+  return np.array(counts, dtype=np.int64)
 
 
 def _as_labels(labels: Any, num_classes: int | None = None) -> np.ndarray:
-    arr = np.asarray(labels)
-    if arr.ndim != 1:
-        raise ValueError(f"labels must be a 1-D array, got shape {arr.shape}")
-    if arr.size and not np.issubdtype(arr.dtype, np.integer):
-        if not np.all(np.equal(np.mod(arr, 1), 0)):
-            raise ValueError(f"labels must be integers, got dtype {arr.dtype}")
-    arr = arr.astype(np.int64)
-    if arr.size and arr.min() < 0:
-        raise ValueError(f"labels must be >= 0, got label {int(arr.min())}")
-    if num_classes is not None and arr.size and arr.max() >= num_classes:
-        raise ValueError(
-            f"labels must lie in [0, {num_classes}), got label {int(arr.max())}"
-        )
-    return arr
+  arr = np.asarray(labels)
+  if arr.ndim != 1:
+    raise ValueError(f"labels must be a 1-D array, got shape {arr.shape}")
+  if arr.size and not np.issubdtype(arr.dtype, np.integer):
+    if not np.all(np.equal(np.mod(arr, 1), 0)):
+      raise ValueError(f"labels must be integers, got dtype {arr.dtype}")
+  arr = arr.astype(np.int64)
+  if arr.size and arr.min() < 0:
+    raise ValueError(f"labels must be >= 0, got label {int(arr.min())}")
+  if num_classes is not None and arr.size and arr.max() >= num_classes:
+    raise ValueError(
+        f"labels must lie in [0, {num_classes}), got label {int(arr.max())}"
+    )
+  return arr
 
 
 def subsample(labels: Any, counts: Any, key: jax.Array) -> np.ndarray:
-    """Indices of a random subset of ``labels`` with exactly ``counts[c]`` examples of class c.
+  """Indices of a random subset of ``labels`` with exactly ``counts[c]`` examples of class c.
 
-    One random permutation of all examples is drawn from ``key`` (through a NumPy generator
-    seeded from the key, see `_host_rng`); each class keeps its first
-    ``counts[c]`` examples in that order. So for a fixed key the subsets are nested: raising a
-    class's count only adds examples (useful for comparing profiles on shared data).
+  One random permutation of all examples is drawn from ``key`` (through a NumPy generator
+  seeded from the key, see `_host_rng`); each class keeps its first
+  ``counts[c]`` examples in that order. So for a fixed key the subsets are nested: raising a
+  class's count only adds examples (useful for comparing profiles on shared data).
 
-    Args:
-      labels: integer class labels of the full set, shape ``(n,)``, values in
-        ``[0, len(counts))``.
-      counts: per-class target counts, shape ``(num_classes,)``, each ``0 <= counts[c] <=``
-        the number of examples of class c.
-      key: a `jax.random` key.
+  Args:
+    labels: integer class labels of the full set, shape ``(n,)``, values in
+      ``[0, len(counts))``.
+    counts: per-class target counts, shape ``(num_classes,)``, each ``0 <= counts[c] <=``
+      the number of examples of class c.
+    key: a `jax.random` key.
 
-    Returns:
-      ``np.ndarray`` of int64 indices into ``labels``, sorted by class then index.
+  Returns:
+    ``np.ndarray`` of int64 indices into ``labels``, sorted by class then index.
 
-    Raises:
-      ValueError: labels not 1-D or outside ``[0, len(counts))``, negative counts, or a
-        count larger than what its class has.
-    """
-    cnt = np.asarray(counts)
-    if cnt.ndim != 1 or cnt.size == 0:
-        raise ValueError(f"counts must be a non-empty 1-D array, got shape {cnt.shape}")
-    if not np.issubdtype(cnt.dtype, np.integer):
-        if not np.all(np.equal(np.mod(cnt, 1), 0)):
-            raise ValueError(f"counts must be integers, got {cnt.tolist()}")
-    cnt = cnt.astype(np.int64)
-    if cnt.min() < 0:
-        raise ValueError(f"counts must be >= 0, got {cnt.tolist()}")
-    lab = _as_labels(labels, num_classes=cnt.size)
-    have = np.bincount(lab, minlength=cnt.size)
-    short = np.nonzero(cnt > have)[0]
-    if short.size:
-        c = int(short[0])
-        raise ValueError(
-            f"counts[{c}]={int(cnt[c])} exceeds the {int(have[c])} examples of class {c}"
-        )
-    if lab.size == 0:
-        return np.zeros(0, dtype=np.int64)
-    order = _host_rng(key, lab.size).permutation(lab.size).astype(np.int64)
-    # Group the random order by class while keeping it random within each class.
-    grouped = order[np.argsort(lab[order], kind="stable")]
-    starts = np.concatenate([[0], np.cumsum(have)[:-1]])
-    picked = np.concatenate([grouped[s : s + k] for s, k in zip(starts, cnt)])
-    return picked[np.lexsort((picked, lab[picked]))].astype(np.int64)
+  Raises:
+    ValueError: labels not 1-D or outside ``[0, len(counts))``, negative counts, or a
+      count larger than what its class has.
+  """
+  cnt = np.asarray(counts)
+  if cnt.ndim != 1 or cnt.size == 0:
+    raise ValueError(f"counts must be a non-empty 1-D array, got shape {cnt.shape}")
+  if not np.issubdtype(cnt.dtype, np.integer):
+    if not np.all(np.equal(np.mod(cnt, 1), 0)):
+      raise ValueError(f"counts must be integers, got {cnt.tolist()}")
+  cnt = cnt.astype(np.int64)
+  if cnt.min() < 0:
+    raise ValueError(f"counts must be >= 0, got {cnt.tolist()}")
+  lab = _as_labels(labels, num_classes=cnt.size)
+  have = np.bincount(lab, minlength=cnt.size)
+  short = np.nonzero(cnt > have)[0]
+  if short.size:
+    c = int(short[0])
+    raise ValueError(
+        f"counts[{c}]={int(cnt[c])} exceeds the {int(have[c])} examples of class {c}"
+    )
+  if lab.size == 0:
+    return np.zeros(0, dtype=np.int64)
+  order = _host_rng(key, lab.size).permutation(lab.size).astype(np.int64)
+  # Group the random order by class while keeping it random within each class.
+  grouped = order[np.argsort(lab[order], kind="stable")]
+  starts = np.concatenate([[0], np.cumsum(have)[:-1]])
+  picked = np.concatenate([grouped[s : s + k] for s, k in zip(starts, cnt)])
+  return picked[np.lexsort((picked, lab[picked]))].astype(np.int64)
 
 
 PROFILES: dict[str, Callable[..., np.ndarray]] = {
@@ -304,20 +304,20 @@ PROFILES: dict[str, Callable[..., np.ndarray]] = {
 
 
 def get_profile(name: str) -> Callable[..., np.ndarray]:
-    """The profile function registered under ``name``.
+  """The profile function registered under ``name``.
 
-    Args:
-      name: one of ``'step'``, ``'linear'``, ``'exponential'``.
+  Args:
+    name: one of ``'step'``, ``'linear'``, ``'exponential'``.
 
-    Returns:
-      The profile function.
+  Returns:
+    The profile function.
 
-    Raises:
-      ValueError: unknown name (the message lists the accepted ones).
-    """
-    try:
-        return PROFILES[name]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown imbalance profile {name!r}; accepted: {sorted(PROFILES)}"
-        ) from None
+  Raises:
+    ValueError: unknown name (the message lists the accepted ones).
+  """
+  try:
+    return PROFILES[name]
+  except (KeyError, TypeError):
+    raise ValueError(
+        f"unknown imbalance profile {name!r}; accepted: {sorted(PROFILES)}"
+    ) from None

@@ -111,356 +111,356 @@ _log = logging.getLogger(__name__)
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def _json_default(obj: Any) -> Any:
-    # numpy values reach rows straight from jax.device_get; make them plain Python.
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, np.generic):
-        return obj.item()
-    raise TypeError(f"{type(obj).__name__} is not JSON serializable")
+  # numpy values reach rows straight from jax.device_get; make them plain Python.
+  if isinstance(obj, np.ndarray):
+    return obj.tolist()
+  if isinstance(obj, np.generic):
+    return obj.item()
+  raise TypeError(f"{type(obj).__name__} is not JSON serializable")
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+  return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
 def _encode_value(name: str, value: Any) -> Any:
-    """Turns one Python value into what SQLite stores for column ``name``."""
-    if name in JSON_COLUMNS:
-        if isinstance(value, (str, bytes)):
-            # A pre-encoded string would be stored as a JSON string and come back as
-            # one, so a double encoding would slip through silently.
-            raise ValueError(
-                f"column {name!r} takes a JSON-serializable object (list/dict), got the "
-                f"string {value!r}; pass the decoded object")
-        try:
-            return json.dumps(value, default=_json_default, sort_keys=True)
-        except TypeError as e:
-            raise ValueError(f"column {name!r}: value {value!r} is not JSON serializable: "
-                             f"{e}") from None
-    if value is None:
-        if name in NULLABLE_COLUMNS:
-            return None
-        raise ValueError(f"column {name!r} may not be None; nullable columns are "
-                         f"{sorted(NULLABLE_COLUMNS)}")
-    sqltype = SQL_TYPES[name]
-    if sqltype == "TEXT":
-        if not isinstance(value, str):
-            raise ValueError(f"column {name!r} takes a str, got {value!r} "
-                             f"({type(value).__name__})")
-        if name == "status" and value not in STATUSES:
-            raise ValueError(f"status {value!r} is not one of {list(STATUSES)}")
-        return value
-    if sqltype == "INTEGER":
-        if not _is_int(value):
-            raise ValueError(f"column {name!r} takes an int, got {value!r} "
-                             f"({type(value).__name__})")
-        return int(value)
-    # REAL
-    if not (_is_int(value) or isinstance(value, (float, np.floating))):
-        raise ValueError(f"column {name!r} takes a float, got {value!r} "
-                         f"({type(value).__name__})")
-    value = float(value)
-    return None if math.isnan(value) else value
+  """Turns one Python value into what SQLite stores for column ``name``."""
+  if name in JSON_COLUMNS:
+    if isinstance(value, (str, bytes)):
+      # A pre-encoded string would be stored as a JSON string and come back as
+      # one, so a double encoding would slip through silently.
+      raise ValueError(
+          f"column {name!r} takes a JSON-serializable object (list/dict), got the "
+          f"string {value!r}; pass the decoded object")
+    try:
+      return json.dumps(value, default=_json_default, sort_keys=True)
+    except TypeError as e:
+      raise ValueError(f"column {name!r}: value {value!r} is not JSON serializable: "
+                       f"{e}") from None
+  if value is None:
+    if name in NULLABLE_COLUMNS:
+      return None
+    raise ValueError(f"column {name!r} may not be None; nullable columns are "
+                     f"{sorted(NULLABLE_COLUMNS)}")
+  sqltype = SQL_TYPES[name]
+  if sqltype == "TEXT":
+    if not isinstance(value, str):
+      raise ValueError(f"column {name!r} takes a str, got {value!r} "
+                       f"({type(value).__name__})")
+    if name == "status" and value not in STATUSES:
+      raise ValueError(f"status {value!r} is not one of {list(STATUSES)}")
+    return value
+  if sqltype == "INTEGER":
+    if not _is_int(value):
+      raise ValueError(f"column {name!r} takes an int, got {value!r} "
+                       f"({type(value).__name__})")
+    return int(value)
+  # REAL
+  if not (_is_int(value) or isinstance(value, (float, np.floating))):
+    raise ValueError(f"column {name!r} takes a float, got {value!r} "
+                     f"({type(value).__name__})")
+  value = float(value)
+  return None if math.isnan(value) else value
 
 
 def encode_row(row: Mapping[str, Any]) -> tuple[Any, ...]:
-    """Checks one row and returns its stored values in :data:`COLUMNS` order.
+  """Checks one row and returns its stored values in :data:`COLUMNS` order.
 
-    Args:
-      row: column name -> Python value. Nullable columns, ``extra`` (default ``{}``) and
-        ``created_at`` (default: now, UTC ISO) may be omitted.
+  Args:
+    row: column name -> Python value. Nullable columns, ``extra`` (default ``{}``) and
+      ``created_at`` (default: now, UTC ISO) may be omitted.
 
-    Returns:
-      A tuple of SQLite values, one per column of :data:`SCHEMA`.
+  Returns:
+    A tuple of SQLite values, one per column of :data:`SCHEMA`.
 
-    Raises:
-      ValueError: on unknown keys, missing required keys, or a value of the wrong type.
-    """
-    if not isinstance(row, Mapping):
-        raise ValueError(f"a row must be a mapping, got {type(row).__name__}")
-    unknown = sorted(set(row) - set(COLUMNS))
-    if unknown:
-        raise ValueError(f"unknown row keys {unknown}; the columns are {list(COLUMNS)}")
-    missing = sorted(REQUIRED_COLUMNS - set(row))
-    if missing:
-        key = row.get("run_key", "<no run_key>")
-        raise ValueError(f"row {key!r} is missing required keys {missing}")
-    full = {"extra": {}, "created_at": _now(), **row}
-    return tuple(_encode_value(name, full.get(name)) for name in COLUMNS)
+  Raises:
+    ValueError: on unknown keys, missing required keys, or a value of the wrong type.
+  """
+  if not isinstance(row, Mapping):
+    raise ValueError(f"a row must be a mapping, got {type(row).__name__}")
+  unknown = sorted(set(row) - set(COLUMNS))
+  if unknown:
+    raise ValueError(f"unknown row keys {unknown}; the columns are {list(COLUMNS)}")
+  missing = sorted(REQUIRED_COLUMNS - set(row))
+  if missing:
+    key = row.get("run_key", "<no run_key>")
+    raise ValueError(f"row {key!r} is missing required keys {missing}")
+  full = {"extra": {}, "created_at": _now(), **row}
+  return tuple(_encode_value(name, full.get(name)) for name in COLUMNS)
 
 
 def decode_row(values: Sequence[Any]) -> dict[str, Any]:
-    """Inverse of :func:`encode_row`: SQLite values (COLUMNS order) -> a row dict."""
-    row = {}
-    for name, value in zip(COLUMNS, values):
-        if name in JSON_COLUMNS:
-            value = json.loads(value)
-        elif value is None and SQL_TYPES[name] == "REAL" and name not in NULLABLE_COLUMNS:
-            value = float("nan")
-        row[name] = value
-    return row
+  """Inverse of :func:`encode_row`: SQLite values (COLUMNS order) -> a row dict."""
+  row = {}
+  for name, value in zip(COLUMNS, values):
+    if name in JSON_COLUMNS:
+      value = json.loads(value)
+    elif value is None and SQL_TYPES[name] == "REAL" and name not in NULLABLE_COLUMNS:
+      value = float("nan")
+    row[name] = value
+  return row
 
 
 def _same_stored(a: Sequence[Any], b: Sequence[Any]) -> list[str]:
-    """Columns (provenance excluded) where two encoded rows differ."""
-    return [name for name, x, y in zip(COLUMNS, a, b)
-            if name not in PROVENANCE_COLUMNS and x != y]
+  """Columns (provenance excluded) where two encoded rows differ."""
+  return [name for name, x, y in zip(COLUMNS, a, b)
+          if name not in PROVENANCE_COLUMNS and x != y]
 
 
 def _atomic_write_text(path: pathlib.Path, text: str) -> None:
-    # A temporary file in the same directory, then os.replace: readers see the old file
-    # or the new one, never a torn one.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+  # A temporary file in the same directory, then os.replace: readers see the old file
+  # or the new one, never a torn one.
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+  try:
+    with os.fdopen(fd, "w", newline="") as f:
+      f.write(text)
+      f.flush()
+      os.fsync(f.fileno())
+    os.replace(tmp, path)
+  except BaseException:
+    with contextlib.suppress(FileNotFoundError):
+      os.unlink(tmp)
+    raise
 
 
 def _json_normal(obj: Any) -> Any:
-    """The value as JSON would give it back (tuples become lists, numpy becomes plain)."""
-    return json.loads(json.dumps(obj, default=_json_default, sort_keys=True))
+  """The value as JSON would give it back (tuples become lists, numpy becomes plain)."""
+  return json.loads(json.dumps(obj, default=_json_default, sort_keys=True))
 
 
 class ResultsStore:
-    """SQLite-backed results of one study workdir.
+  """SQLite-backed results of one study workdir.
+
+  Args:
+    workdir: the study directory; created if missing. The database is
+      ``workdir/results.sqlite``.
+
+  Each process should open its own store; several processes may write one workdir
+  (writers queue on SQLite's lock for up to ``timeout_s``).
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, timeout_s: float = 60.0):
+    self.workdir = pathlib.Path(workdir)
+    self.workdir.mkdir(parents=True, exist_ok=True)
+    self.path = self.workdir / DB_NAME
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a group is exactly
+    # one transaction whatever the sqlite3 module's implicit-transaction rules are.
+    self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
+    self._conn.execute("PRAGMA journal_mode=WAL")
+    self._conn.execute("PRAGMA synchronous=FULL")
+    cols = ", ".join(
+        f"{name} {sqltype}" + (" PRIMARY KEY" if name == "run_key" else "")
+        for name, sqltype in SCHEMA)
+    self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})")
+    stored = [r[1] for r in self._conn.execute(f"PRAGMA table_info({TABLE})")]
+    if stored != list(COLUMNS):
+      self.close()
+      raise ValueError(
+          f"{self.path} holds table {TABLE!r} with columns {stored}, not this "
+          f"version's {list(COLUMNS)}; use a new --workdir")
+
+  # -- config -------------------------------------------------------------------------
+
+  def check_config(self, fingerprint: Mapping[str, Any], *, version: str) -> None:
+    """Records the study's fingerprint on the first call; refuses a different one later.
 
     Args:
-      workdir: the study directory; created if missing. The database is
-        ``workdir/results.sqlite``.
+      fingerprint: the fields that define the results (dataset, model, iterations,
+        seed, ...), JSON-serializable. Grid lists belong elsewhere so that a rerun may
+        extend the grid in the same workdir.
+      version: the package version, recorded in ``config.json``. A different version
+        on a rerun is logged, not refused.
 
-    Each process should open its own store; several processes may write one workdir
-    (writers queue on SQLite's lock for up to ``timeout_s``).
+    Raises:
+      ValueError: if ``config.json`` exists and its fingerprint differs in any field
+        (each differing field is named with its stored and new values), or the
+        fingerprint is not JSON-serializable, or ``config.json`` is unreadable.
     """
+    if not isinstance(fingerprint, Mapping):
+      raise ValueError(f"fingerprint must be a mapping, got {type(fingerprint).__name__}")
+    try:
+      new = _json_normal(dict(fingerprint))
+    except (TypeError, ValueError) as e:
+      raise ValueError(f"fingerprint {fingerprint!r} is not JSON serializable: {e}") from None
+    path = self.workdir / CONFIG_NAME
+    if not path.exists():
+      record = {"fingerprint": new, "version": version, "created_at": _now()}
+      _atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+      return
+    try:
+      record = json.loads(path.read_text())
+      old = record["fingerprint"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+      raise ValueError(f"{path} is not a config written by this store: {e!r}") from None
+    absent = "<absent>"
+    diffs = [f"{k}: stored {old.get(k, absent)!r}, now {new.get(k, absent)!r}"
+             for k in sorted(set(old) | set(new))
+             if old.get(k, absent) != new.get(k, absent)]
+    if diffs:
+      raise ValueError(
+          f"workdir {self.workdir} holds results of a different configuration ("
+          + "; ".join(diffs) + "). Use a new --workdir, or rerun with the stored "
+          "configuration to resume.")
+    if record.get("version") != version:
+      _log.warning("workdir %s was written by version %s; this is version %s",
+                   self.workdir, record.get("version"), version)
 
-    def __init__(self, workdir: str | os.PathLike, *, timeout_s: float = 60.0):
-        self.workdir = pathlib.Path(workdir)
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        self.path = self.workdir / DB_NAME
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, so a group is exactly
-        # one transaction whatever the sqlite3 module's implicit-transaction rules are.
-        self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
-        self._conn.execute("PRAGMA journal_mode=WAL")
-        self._conn.execute("PRAGMA synchronous=FULL")
-        cols = ", ".join(
-            f"{name} {sqltype}" + (" PRIMARY KEY" if name == "run_key" else "")
-            for name, sqltype in SCHEMA)
-        self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})")
-        stored = [r[1] for r in self._conn.execute(f"PRAGMA table_info({TABLE})")]
-        if stored != list(COLUMNS):
-            self.close()
+  # -- writing ------------------------------------------------------------------------
+
+  def done_keys(self) -> set[str]:
+    """Returns the run keys already stored (diverged runs included)."""
+    return {k for (k,) in self._conn.execute(f"SELECT run_key FROM {TABLE}")}
+
+  def write_group(self, rows: Sequence[Mapping[str, Any]]) -> int:
+    """Writes a group of rows in one transaction: all of them or none.
+
+    A row whose ``run_key`` is already stored is skipped if its values equal the
+    stored ones outside :data:`PROVENANCE_COLUMNS`; otherwise the group is refused.
+
+    Args:
+      rows: the finished rows of one population group.
+
+    Returns:
+      The number of rows inserted (the group size less identical duplicates).
+
+    Raises:
+      ValueError: on a malformed row (see :func:`encode_row`), a run key repeated
+        within the group, or a stored run key with different values. Nothing of the
+        group is written then.
+    """
+    if isinstance(rows, Mapping):
+      raise ValueError("write_group takes a sequence of rows, got a single mapping")
+    encoded = [encode_row(r) for r in rows]  # validate everything before the lock
+    keys = [e[0] for e in encoded]
+    repeated = sorted({k for k in keys if keys.count(k) > 1})
+    if repeated:
+      raise ValueError(f"run keys {repeated} appear more than once in the group")
+    placeholders = ", ".join("?" * len(COLUMNS))
+    select = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE run_key = ?"
+    insert = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({placeholders})"
+    inserted = 0
+    # IMMEDIATE takes the write lock up front, so the duplicate check and the
+    # inserts see the same database even with another writer on the workdir.
+    self._conn.execute("BEGIN IMMEDIATE")
+    try:
+      for values in encoded:
+        old = self._conn.execute(select, (values[0],)).fetchone()
+        if old is not None:
+          differ = _same_stored(old, values)
+          if differ:
             raise ValueError(
-                f"{self.path} holds table {TABLE!r} with columns {stored}, not this "
-                f"version's {list(COLUMNS)}; use a new --workdir")
+                f"run_key {values[0]!r} is already stored with different "
+                f"values in {differ}; the group was not written")
+          continue
+        self._conn.execute(insert, values)
+        inserted += 1
+      self._conn.execute("COMMIT")
+    except BaseException:
+      if self._conn.in_transaction:
+        self._conn.execute("ROLLBACK")
+      raise
+    return inserted
 
-    # -- config -------------------------------------------------------------------------
+  # -- reading ------------------------------------------------------------------------
 
-    def check_config(self, fingerprint: Mapping[str, Any], *, version: str) -> None:
-        """Records the study's fingerprint on the first call; refuses a different one later.
+  def rows(self, **equal_filters: Any) -> list[dict[str, Any]]:
+    """Returns stored rows, JSON columns decoded, in insertion order.
 
-        Args:
-          fingerprint: the fields that define the results (dataset, model, iterations,
-            seed, ...), JSON-serializable. Grid lists belong elsewhere so that a rerun may
-            extend the grid in the same workdir.
-          version: the package version, recorded in ``config.json``. A different version
-            on a rerun is logged, not refused.
+    Args:
+      **equal_filters: column=value keeps rows where the column equals the value
+        (``None`` matches NULL, NaN matches a stored NaN); a list, tuple or set value
+        on a non-JSON column keeps rows equal to any of its members. JSON columns
+        compare their encoded text, e.g. ``minority_classes=[0, 3]``.
 
-        Raises:
-          ValueError: if ``config.json`` exists and its fingerprint differs in any field
-            (each differing field is named with its stored and new values), or the
-            fingerprint is not JSON-serializable, or ``config.json`` is unreadable.
-        """
-        if not isinstance(fingerprint, Mapping):
-            raise ValueError(f"fingerprint must be a mapping, got {type(fingerprint).__name__}")
-        try:
-            new = _json_normal(dict(fingerprint))
-        except (TypeError, ValueError) as e:
-            raise ValueError(f"fingerprint {fingerprint!r} is not JSON serializable: {e}") from None
-        path = self.workdir / CONFIG_NAME
-        if not path.exists():
-            record = {"fingerprint": new, "version": version, "created_at": _now()}
-            _atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-            return
-        try:
-            record = json.loads(path.read_text())
-            old = record["fingerprint"]
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
-            raise ValueError(f"{path} is not a config written by this store: {e!r}") from None
-        absent = "<absent>"
-        diffs = [f"{k}: stored {old.get(k, absent)!r}, now {new.get(k, absent)!r}"
-                 for k in sorted(set(old) | set(new))
-                 if old.get(k, absent) != new.get(k, absent)]
-        if diffs:
-            raise ValueError(
-                f"workdir {self.workdir} holds results of a different configuration ("
-                + "; ".join(diffs) + "). Use a new --workdir, or rerun with the stored "
-                "configuration to resume.")
-        if record.get("version") != version:
-            _log.warning("workdir %s was written by version %s; this is version %s",
-                         self.workdir, record.get("version"), version)
+    Returns:
+      A list of row dicts with every column of :data:`SCHEMA`.
 
-    # -- writing ------------------------------------------------------------------------
+    Raises:
+      ValueError: if a filter names an unknown column or has a value of the wrong type.
+    """
+    unknown = sorted(set(equal_filters) - set(COLUMNS))
+    if unknown:
+      raise ValueError(f"unknown filter columns {unknown}; the columns are "
+                       f"{list(COLUMNS)}")
+    where, params = [], []
+    for name, value in equal_filters.items():
+      many = (name not in JSON_COLUMNS
+              and isinstance(value, (list, tuple, set, frozenset)))
+      values = list(value) if many else [value]
+      terms = []
+      for v in values:
+        stored = _encode_value(name, v)
+        if stored is None:
+          terms.append(f"{name} IS NULL")
+        else:
+          terms.append(f"{name} = ?")
+          params.append(stored)
+      where.append("(" + " OR ".join(terms or ["0"]) + ")")
+    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
+    if where:
+      sql += " WHERE " + " AND ".join(where)
+    sql += " ORDER BY rowid"
+    return [decode_row(r) for r in self._conn.execute(sql, params)]
 
-    def done_keys(self) -> set[str]:
-        """Returns the run keys already stored (diverged runs included)."""
-        return {k for (k,) in self._conn.execute(f"SELECT run_key FROM {TABLE}")}
+  def __len__(self) -> int:
+    return self._conn.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
 
-    def write_group(self, rows: Sequence[Mapping[str, Any]]) -> int:
-        """Writes a group of rows in one transaction: all of them or none.
+  def export_csv(self, path: str | os.PathLike | None = None) -> pathlib.Path:
+    """Writes every row as CSV (header = :data:`COLUMNS`), replacing the file atomically.
 
-        A row whose ``run_key`` is already stored is skipped if its values equal the
-        stored ones outside :data:`PROVENANCE_COLUMNS`; otherwise the group is refused.
+    Floats are written with ``repr`` (exact round trip), NaN as ``nan``, NULL as an
+    empty field, JSON columns as their JSON text.
 
-        Args:
-          rows: the finished rows of one population group.
+    Args:
+      path: where to write; default ``workdir/results.csv``.
 
-        Returns:
-          The number of rows inserted (the group size less identical duplicates).
+    Returns:
+      The path written.
+    """
+    path = pathlib.Path(path) if path is not None else self.workdir / CSV_NAME
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = _CsvLines()
+    writer = csv.writer(lines, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid"
+    for values in self._conn.execute(sql):
+      writer.writerow([_csv_field(n, v) for n, v in zip(COLUMNS, values)])
+    _atomic_write_text(path, "".join(lines.parts))
+    return path
 
-        Raises:
-          ValueError: on a malformed row (see :func:`encode_row`), a run key repeated
-            within the group, or a stored run key with different values. Nothing of the
-            group is written then.
-        """
-        if isinstance(rows, Mapping):
-            raise ValueError("write_group takes a sequence of rows, got a single mapping")
-        encoded = [encode_row(r) for r in rows]  # validate everything before the lock
-        keys = [e[0] for e in encoded]
-        repeated = sorted({k for k in keys if keys.count(k) > 1})
-        if repeated:
-            raise ValueError(f"run keys {repeated} appear more than once in the group")
-        placeholders = ", ".join("?" * len(COLUMNS))
-        select = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} WHERE run_key = ?"
-        insert = f"INSERT INTO {TABLE} ({', '.join(COLUMNS)}) VALUES ({placeholders})"
-        inserted = 0
-        # IMMEDIATE takes the write lock up front, so the duplicate check and the
-        # inserts see the same database even with another writer on the workdir.
-        self._conn.execute("BEGIN IMMEDIATE")
-        try:
-            for values in encoded:
-                old = self._conn.execute(select, (values[0],)).fetchone()
-                if old is not None:
-                    differ = _same_stored(old, values)
-                    if differ:
-                        raise ValueError(
-                            f"run_key {values[0]!r} is already stored with different "
-                            f"values in {differ}; the group was not written")
-                    continue
-                self._conn.execute(insert, values)
-                inserted += 1
-            self._conn.execute("COMMIT")
-        except BaseException:
-            if self._conn.in_transaction:
-                self._conn.execute("ROLLBACK")
-            raise
-        return inserted
+  # -- lifetime -----------------------------------------------------------------------
 
-    # -- reading ------------------------------------------------------------------------
+  def close(self) -> None:
+    """Closes the database connection (idempotent)."""
+    if self._conn is not None:
+      self._conn.close()
+      self._conn = None  # type: ignore[assignment]
 
-    def rows(self, **equal_filters: Any) -> list[dict[str, Any]]:
-        """Returns stored rows, JSON columns decoded, in insertion order.
+  def __enter__(self) -> "ResultsStore":
+    return self
 
-        Args:
-          **equal_filters: column=value keeps rows where the column equals the value
-            (``None`` matches NULL, NaN matches a stored NaN); a list, tuple or set value
-            on a non-JSON column keeps rows equal to any of its members. JSON columns
-            compare their encoded text, e.g. ``minority_classes=[0, 3]``.
-
-        Returns:
-          A list of row dicts with every column of :data:`SCHEMA`.
-
-        Raises:
-          ValueError: if a filter names an unknown column or has a value of the wrong type.
-        """
-        unknown = sorted(set(equal_filters) - set(COLUMNS))
-        if unknown:
-            raise ValueError(f"unknown filter columns {unknown}; the columns are "
-                             f"{list(COLUMNS)}")
-        where, params = [], []
-        for name, value in equal_filters.items():
-            many = (name not in JSON_COLUMNS
-                    and isinstance(value, (list, tuple, set, frozenset)))
-            values = list(value) if many else [value]
-            terms = []
-            for v in values:
-                stored = _encode_value(name, v)
-                if stored is None:
-                    terms.append(f"{name} IS NULL")
-                else:
-                    terms.append(f"{name} = ?")
-                    params.append(stored)
-            where.append("(" + " OR ".join(terms or ["0"]) + ")")
-        sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE}"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY rowid"
-        return [decode_row(r) for r in self._conn.execute(sql, params)]
-
-    def __len__(self) -> int:
-        return self._conn.execute(f"SELECT COUNT(*) FROM {TABLE}").fetchone()[0]
-
-    def export_csv(self, path: str | os.PathLike | None = None) -> pathlib.Path:
-        """Writes every row as CSV (header = :data:`COLUMNS`), replacing the file atomically.
-
-        Floats are written with ``repr`` (exact round trip), NaN as ``nan``, NULL as an
-        empty field, JSON columns as their JSON text.
-
-        Args:
-          path: where to write; default ``workdir/results.csv``.
-
-        Returns:
-          The path written.
-        """
-        path = pathlib.Path(path) if path is not None else self.workdir / CSV_NAME
-        path.parent.mkdir(parents=True, exist_ok=True)
-        lines = _CsvLines()
-        writer = csv.writer(lines, lineterminator="\n")
-        writer.writerow(COLUMNS)
-        sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid"
-        for values in self._conn.execute(sql):
-            writer.writerow([_csv_field(n, v) for n, v in zip(COLUMNS, values)])
-        _atomic_write_text(path, "".join(lines.parts))
-        return path
-
-    # -- lifetime -----------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Closes the database connection (idempotent)."""
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None  # type: ignore[assignment]
-
-    def __enter__(self) -> "ResultsStore":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
+  def __exit__(self, *exc: Any) -> None:
+    self.close()
 
 
 class _CsvLines:
-    """A write()-able list of strings for csv.writer."""
+  """A write()-able list of strings for csv.writer."""
 
-    def __init__(self):
-        self.parts: list[str] = []
+  def __init__(self):
+    self.parts: list[str] = []
 
-    def write(self, s: str) -> None:
-        self.parts.append(s)
+  def write(self, s: str) -> None:
+    self.parts.append(s)
 
 
 def _csv_field(name: str, value: Any) -> str:
-    if value is None:
-        is_nan = SQL_TYPES[name] == "REAL" and name not in NULLABLE_COLUMNS
-        return "nan" if is_nan else ""
-    if isinstance(value, float):
-        return repr(value)
-    return str(value)
+  if value is None:
+    is_nan = SQL_TYPES[name] == "REAL" and name not in NULLABLE_COLUMNS
+    return "nan" if is_nan else ""
+  if isinstance(value, float):
+    return repr(value)
+  return str(value)

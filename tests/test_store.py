@@ -21,74 +21,74 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def make_row(key, group="g0", **overrides):
-    row = dict(
-        run_key=key, group_id=group, dataset="mnist", model="lenet5", profile="step",
-        rho=100.0, mu=0.2, num_minority=2, minority_classes=[3, 7],
-        class_counts=[5000, 5000, 5000, 50, 5000, 5000, 5000, 50, 5000, 5000],
-        repetition=1, seed=11, method="oversampling", resample_ratio=1.0, base_lr=0.01,
-        lr_repeat=0, iterations=10_000, batch_size=64, auc=0.987654321, accuracy=0.93,
-        thresholded_accuracy=0.95, balanced_accuracy=0.92,
-        per_class_recall=[0.9] * 10, val_auc=None, status="ok", wall_time_s=1.25,
-        extra={"ece": 0.01, "curve_steps": [0, 100], "train_acc": [0.1, 0.9],
-               "test_acc": [0.1, 0.85]},
-        created_at="2026-01-01T00:00:00+00:00")
-    row.update(overrides)
-    return row
+  row = dict(
+      run_key=key, group_id=group, dataset="mnist", model="lenet5", profile="step",
+      rho=100.0, mu=0.2, num_minority=2, minority_classes=[3, 7],
+      class_counts=[5000, 5000, 5000, 50, 5000, 5000, 5000, 50, 5000, 5000],
+      repetition=1, seed=11, method="oversampling", resample_ratio=1.0, base_lr=0.01,
+      lr_repeat=0, iterations=10_000, batch_size=64, auc=0.987654321, accuracy=0.93,
+      thresholded_accuracy=0.95, balanced_accuracy=0.92,
+      per_class_recall=[0.9] * 10, val_auc=None, status="ok", wall_time_s=1.25,
+      extra={"ece": 0.01, "curve_steps": [0, 100], "train_acc": [0.1, 0.9],
+             "test_acc": [0.1, 0.85]},
+      created_at="2026-01-01T00:00:00+00:00")
+  row.update(overrides)
+  return row
 
 
 def same(a, b):
-    """Equality that treats NaN as equal to NaN, recursively."""
-    if isinstance(a, float) and isinstance(b, float):
-        return (math.isnan(a) and math.isnan(b)) or a == b
-    if isinstance(a, dict) and isinstance(b, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return type(a) is type(b) and a == b
+  """Equality that treats NaN as equal to NaN, recursively."""
+  if isinstance(a, float) and isinstance(b, float):
+    return (math.isnan(a) and math.isnan(b)) or a == b
+  if isinstance(a, dict) and isinstance(b, dict):
+    return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+  if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+    return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+  return type(a) is type(b) and a == b
 
 
 def test_schema_matches_database(tmp_path):
-    assert all(isinstance(n, str) and t in ("TEXT", "REAL", "INTEGER")
-               for n, t in store_lib.SCHEMA)
-    assert len(store_lib.COLUMNS) == len(set(store_lib.COLUMNS)) == 28
-    with ResultsStore(tmp_path / "w"):
-        pass
-    conn = sqlite3.connect(tmp_path / "w" / "results.sqlite")
-    info = conn.execute("PRAGMA table_info(runs)").fetchall()
-    assert [(r[1], r[2]) for r in info] == store_lib.SCHEMA
-    assert [r[1] for r in info if r[5]] == ["run_key"]  # the primary key
-    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+  assert all(isinstance(n, str) and t in ("TEXT", "REAL", "INTEGER")
+             for n, t in store_lib.SCHEMA)
+  assert len(store_lib.COLUMNS) == len(set(store_lib.COLUMNS)) == 28
+  with ResultsStore(tmp_path / "w"):
+    pass
+  conn = sqlite3.connect(tmp_path / "w" / "results.sqlite")
+  info = conn.execute("PRAGMA table_info(runs)").fetchall()
+  assert [(r[1], r[2]) for r in info] == store_lib.SCHEMA
+  assert [r[1] for r in info if r[5]] == ["run_key"]  # the primary key
+  assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
 def test_round_trip_with_nan_numpy_and_json(tmp_path):
-    nan_row = make_row(
-        "k-nan", auc=float("nan"), accuracy=np.float32(0.5), seed=np.int64(3),
-        per_class_recall=np.array([0.5, float("nan")]), status="diverged",
-        extra={"curve_steps": [0, 10], "train_acc": [0.1, float("nan")]})
-    linear_row = make_row("k-lin", profile="linear", mu=None, num_minority=None,
-                          minority_classes=[], val_auc=0.75)
-    with ResultsStore(tmp_path) as st:
-        assert st.write_group([nan_row, linear_row]) == 2
-    with ResultsStore(tmp_path) as st:  # a fresh connection reads what was committed
-        got = {r["run_key"]: r for r in st.rows()}
-    want_nan = dict(nan_row, accuracy=0.5, seed=3, per_class_recall=[0.5, float("nan")])
-    assert same(got["k-nan"], want_nan)
-    assert same(got["k-lin"], linear_row)
-    assert math.isnan(got["k-nan"]["auc"]) and got["k-lin"]["mu"] is None
-    # SQLite itself holds NULL for the NaN (documented), not some sentinel.
-    raw = sqlite3.connect(tmp_path / "results.sqlite").execute(
-        "SELECT auc, typeof(auc) FROM runs WHERE run_key='k-nan'").fetchone()
-    assert raw == (None, "null")
+  nan_row = make_row(
+      "k-nan", auc=float("nan"), accuracy=np.float32(0.5), seed=np.int64(3),
+      per_class_recall=np.array([0.5, float("nan")]), status="diverged",
+      extra={"curve_steps": [0, 10], "train_acc": [0.1, float("nan")]})
+  linear_row = make_row("k-lin", profile="linear", mu=None, num_minority=None,
+                        minority_classes=[], val_auc=0.75)
+  with ResultsStore(tmp_path) as st:
+    assert st.write_group([nan_row, linear_row]) == 2
+  with ResultsStore(tmp_path) as st:  # a fresh connection reads what was committed
+    got = {r["run_key"]: r for r in st.rows()}
+  want_nan = dict(nan_row, accuracy=0.5, seed=3, per_class_recall=[0.5, float("nan")])
+  assert same(got["k-nan"], want_nan)
+  assert same(got["k-lin"], linear_row)
+  assert math.isnan(got["k-nan"]["auc"]) and got["k-lin"]["mu"] is None
+  # SQLite itself holds NULL for the NaN (documented), not some sentinel.
+  raw = sqlite3.connect(tmp_path / "results.sqlite").execute(
+      "SELECT auc, typeof(auc) FROM runs WHERE run_key='k-nan'").fetchone()
+  assert raw == (None, "null")
 
 
 def test_defaults_fill_extra_and_created_at(tmp_path):
-    row = make_row("k")
-    del row["extra"], row["created_at"], row["val_auc"], row["mu"]
-    with ResultsStore(tmp_path) as st:
-        st.write_group([row])
-        (got,) = st.rows()
-    assert got["extra"] == {} and got["val_auc"] is None and got["mu"] is None
-    assert got["created_at"].startswith("20")  # an ISO time
+  row = make_row("k")
+  del row["extra"], row["created_at"], row["val_auc"], row["mu"]
+  with ResultsStore(tmp_path) as st:
+    st.write_group([row])
+    (got,) = st.rows()
+  assert got["extra"] == {} and got["val_auc"] is None and got["mu"] is None
+  assert got["created_at"].startswith("20")  # an ISO time
 
 
 @pytest.mark.parametrize("bad, match", [
@@ -101,112 +101,112 @@ def test_defaults_fill_extra_and_created_at(tmp_path):
     (dict(extra={"f": object()}), "extra"),
 ])
 def test_bad_values_refused(tmp_path, bad, match):
-    with ResultsStore(tmp_path) as st:
-        with pytest.raises(ValueError, match=match):
-            st.write_group([make_row("ok-row"), make_row("bad", **bad)])
-        assert len(st) == 0  # the good row of the group is not written either
+  with ResultsStore(tmp_path) as st:
+    with pytest.raises(ValueError, match=match):
+      st.write_group([make_row("ok-row"), make_row("bad", **bad)])
+    assert len(st) == 0  # the good row of the group is not written either
 
 
 def test_missing_keys_refused_by_name(tmp_path):
-    row = make_row("k")
-    del row["auc"], row["method"]
-    with ResultsStore(tmp_path) as st, pytest.raises(ValueError, match="'auc', 'method'"):
-        st.write_group([row])
+  row = make_row("k")
+  del row["auc"], row["method"]
+  with ResultsStore(tmp_path) as st, pytest.raises(ValueError, match="'auc', 'method'"):
+    st.write_group([row])
 
 
 def test_done_keys(tmp_path):
-    with ResultsStore(tmp_path) as st:
-        assert st.done_keys() == set()
-        st.write_group([make_row("a"), make_row("b", status="diverged")])
-        st.write_group([make_row("c", group="g1")])
-        assert st.done_keys() == {"a", "b", "c"}
+  with ResultsStore(tmp_path) as st:
+    assert st.done_keys() == set()
+    st.write_group([make_row("a"), make_row("b", status="diverged")])
+    st.write_group([make_row("c", group="g1")])
+    assert st.done_keys() == {"a", "b", "c"}
 
 
 def test_duplicates(tmp_path):
-    with ResultsStore(tmp_path) as st:
-        st.write_group([make_row("a"), make_row("b")])
-        # Same values, other provenance: skipped silently, the new key is written.
-        again = make_row("a", group="g9", wall_time_s=99.0, created_at="2030-01-01")
-        assert st.write_group([again, make_row("c")]) == 1
-        assert st.rows(run_key="a")[0]["group_id"] == "g0"  # never overwritten
-        # Same key, different result: the whole group is refused.
-        with pytest.raises(ValueError, match=r"'a'.*\['auc'\]"):
-            st.write_group([make_row("d"), make_row("a", auc=0.5)])
-        assert st.done_keys() == {"a", "b", "c"}
-        # NaN equals a stored NaN for this purpose.
-        st.write_group([make_row("n", auc=float("nan"))])
-        assert st.write_group([make_row("n", auc=float("nan"))]) == 0
-        with pytest.raises(ValueError, match="more than once"):
-            st.write_group([make_row("e"), make_row("e")])
-        assert "e" not in st.done_keys()
+  with ResultsStore(tmp_path) as st:
+    st.write_group([make_row("a"), make_row("b")])
+    # Same values, other provenance: skipped silently, the new key is written.
+    again = make_row("a", group="g9", wall_time_s=99.0, created_at="2030-01-01")
+    assert st.write_group([again, make_row("c")]) == 1
+    assert st.rows(run_key="a")[0]["group_id"] == "g0"  # never overwritten
+    # Same key, different result: the whole group is refused.
+    with pytest.raises(ValueError, match=r"'a'.*\['auc'\]"):
+      st.write_group([make_row("d"), make_row("a", auc=0.5)])
+    assert st.done_keys() == {"a", "b", "c"}
+    # NaN equals a stored NaN for this purpose.
+    st.write_group([make_row("n", auc=float("nan"))])
+    assert st.write_group([make_row("n", auc=float("nan"))]) == 0
+    with pytest.raises(ValueError, match="more than once"):
+      st.write_group([make_row("e"), make_row("e")])
+    assert "e" not in st.done_keys()
 
 
 def test_row_filters(tmp_path):
-    with ResultsStore(tmp_path) as st:
-        st.write_group([
-            make_row("a", method="baseline"),
-            make_row("b", method="undersampling", auc=float("nan")),
-            make_row("c", profile="linear", mu=None, num_minority=None),
-            make_row("d", minority_classes=[1, 2])])
-        keys = lambda rows: [r["run_key"] for r in rows]  # noqa: E731
-        assert keys(st.rows(method="baseline")) == ["a"]
-        assert keys(st.rows(method=["baseline", "undersampling"])) == ["a", "b"]
-        assert keys(st.rows(mu=None)) == ["c"]
-        assert keys(st.rows(auc=float("nan"))) == ["b"]
-        assert keys(st.rows(minority_classes=[1, 2])) == ["d"]
-        assert keys(st.rows(profile="step", method="oversampling")) == ["d"]
-        with pytest.raises(ValueError, match="colour"):
-            st.rows(colour="red")
+  with ResultsStore(tmp_path) as st:
+    st.write_group([
+        make_row("a", method="baseline"),
+        make_row("b", method="undersampling", auc=float("nan")),
+        make_row("c", profile="linear", mu=None, num_minority=None),
+        make_row("d", minority_classes=[1, 2])])
+    keys = lambda rows: [r["run_key"] for r in rows]  # noqa: E731
+    assert keys(st.rows(method="baseline")) == ["a"]
+    assert keys(st.rows(method=["baseline", "undersampling"])) == ["a", "b"]
+    assert keys(st.rows(mu=None)) == ["c"]
+    assert keys(st.rows(auc=float("nan"))) == ["b"]
+    assert keys(st.rows(minority_classes=[1, 2])) == ["d"]
+    assert keys(st.rows(profile="step", method="oversampling")) == ["d"]
+    with pytest.raises(ValueError, match="colour"):
+      st.rows(colour="red")
 
 
 def test_csv_export_round_trips(tmp_path):
-    written = [make_row("a"), make_row("b", auc=float("nan"), mu=None, val_auc=0.5,
-                                      extra={"note": 'quote " and, comma'})]
-    with ResultsStore(tmp_path) as st:
-        st.write_group(written)
-        path = st.export_csv()
-        expected = st.rows()
-    assert path == tmp_path / "results.csv"
-    with open(path, newline="") as f:
-        reader = csv.DictReader(f)
-        assert tuple(reader.fieldnames) == store_lib.COLUMNS
-        parsed = list(reader)
-    assert len(parsed) == 2
-    for want, got in zip(expected, parsed):
-        for name, sqltype in store_lib.SCHEMA:
-            text = got[name]
-            if name in store_lib.JSON_COLUMNS:
-                value = json.loads(text)
-            elif text == "":
-                value = None
-            elif sqltype == "REAL":
-                value = float(text)
-            elif sqltype == "INTEGER":
-                value = int(text)
-            else:
-                value = text
-            assert same(value, want[name]), name
-    assert not list(tmp_path.glob(".results.csv*"))  # no temporary left behind
+  written = [make_row("a"), make_row("b", auc=float("nan"), mu=None, val_auc=0.5,
+                                    extra={"note": 'quote " and, comma'})]
+  with ResultsStore(tmp_path) as st:
+    st.write_group(written)
+    path = st.export_csv()
+    expected = st.rows()
+  assert path == tmp_path / "results.csv"
+  with open(path, newline="") as f:
+    reader = csv.DictReader(f)
+    assert tuple(reader.fieldnames) == store_lib.COLUMNS
+    parsed = list(reader)
+  assert len(parsed) == 2
+  for want, got in zip(expected, parsed):
+    for name, sqltype in store_lib.SCHEMA:
+      text = got[name]
+      if name in store_lib.JSON_COLUMNS:
+        value = json.loads(text)
+      elif text == "":
+        value = None
+      elif sqltype == "REAL":
+        value = float(text)
+      elif sqltype == "INTEGER":
+        value = int(text)
+      else:
+        value = text
+      assert same(value, want[name]), name
+  assert not list(tmp_path.glob(".results.csv*"))  # no temporary left behind
 
 
 def test_check_config(tmp_path):
-    fp = {"dataset": "mnist", "model": "lenet5", "iterations": 10_000, "shape": (28, 28)}
-    with ResultsStore(tmp_path) as st:
-        st.check_config(fp, version="0.1.0")
-        record = json.loads((tmp_path / "config.json").read_text())
-        assert record["fingerprint"]["iterations"] == 10_000
-        assert record["version"] == "0.1.0" and "created_at" in record
-        st.check_config(dict(fp), version="0.1.0")  # identical: fine (tuple == list)
-    with ResultsStore(tmp_path) as st:  # a rerun in a new process-like store
-        st.check_config(fp, version="0.2.0")  # another version is logged only
-        with pytest.raises(ValueError) as info:
-            st.check_config(dict(fp, iterations=500, seed=3), version="0.1.0")
-    msg = str(info.value)
-    assert "iterations: stored 10000, now 500" in msg
-    assert "seed: stored '<absent>', now 3" in msg
-    assert "dataset" not in msg and "--workdir" in msg
-    with pytest.raises(ValueError, match="not JSON serializable"):
-        ResultsStore(tmp_path / "x").check_config({"f": object()}, version="0")
+  fp = {"dataset": "mnist", "model": "lenet5", "iterations": 10_000, "shape": (28, 28)}
+  with ResultsStore(tmp_path) as st:
+    st.check_config(fp, version="0.1.0")
+    record = json.loads((tmp_path / "config.json").read_text())
+    assert record["fingerprint"]["iterations"] == 10_000
+    assert record["version"] == "0.1.0" and "created_at" in record
+    st.check_config(dict(fp), version="0.1.0")  # identical: fine (tuple == list)
+  with ResultsStore(tmp_path) as st:  # a rerun in a new process-like store
+    st.check_config(fp, version="0.2.0")  # another version is logged only
+    with pytest.raises(ValueError) as info:
+      st.check_config(dict(fp, iterations=500, seed=3), version="0.1.0")
+  msg = str(info.value)
+  assert "iterations: stored 10000, now 500" in msg
+  assert "seed: stored '<absent>', now 3" in msg
+  assert "dataset" not in msg and "--workdir" in msg
+  with pytest.raises(ValueError, match="not JSON serializable"):
+    ResultsStore(tmp_path / "x").check_config({"f": object()}, version="0")
 
 
 # ---- kill-safety ----------------------------------------------------------------------
@@ -243,68 +243,68 @@ _CHILD = textwrap.dedent("""
 
 
 def _spawn(workdir, group_size, kill_group):
-    code = _CHILD.format(repo=REPO, tests=os.path.join(REPO, "tests"))
-    return subprocess.Popen(
-        [sys.executable, "-c", code, str(workdir), str(group_size), str(kill_group)],
-        stdout=subprocess.PIPE, text=True)
+  code = _CHILD.format(repo=REPO, tests=os.path.join(REPO, "tests"))
+  return subprocess.Popen(
+      [sys.executable, "-c", code, str(workdir), str(group_size), str(kill_group)],
+      stdout=subprocess.PIPE, text=True)
 
 
 def _check_groups(workdir, group_size):
-    """Opens the killed store; returns {group: row count}, each a full group."""
-    conn = sqlite3.connect(workdir / "results.sqlite")
-    assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
-    conn.close()
-    with ResultsStore(workdir) as st:
-        counts = {}
-        for r in st.rows():
-            if r["group_id"] != "after":
-                counts[r["group_id"]] = counts.get(r["group_id"], 0) + 1
-        assert all(n == group_size for n in counts.values()), counts
-        # The store still works after the crash: a rerun extends it.
-        st.write_group([make_row("after-crash", group="after")])
-        assert "after-crash" in st.done_keys()
-    return counts
+  """Opens the killed store; returns {group: row count}, each a full group."""
+  conn = sqlite3.connect(workdir / "results.sqlite")
+  assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+  conn.close()
+  with ResultsStore(workdir) as st:
+    counts = {}
+    for r in st.rows():
+      if r["group_id"] != "after":
+        counts[r["group_id"]] = counts.get(r["group_id"], 0) + 1
+    assert all(n == group_size for n in counts.values()), counts
+    # The store still works after the crash: a rerun extends it.
+    st.write_group([make_row("after-crash", group="after")])
+    assert "after-crash" in st.done_keys()
+  return counts
 
 
 def test_sigkill_from_outside_leaves_whole_groups(tmp_path):
-    group_size = 40
-    ended = set()
-    # A write of one group takes ~10-30 ms here (encoding, then the transaction); the
-    # delays put the kill at different points of it. Each round resumes the same store.
-    for delay_s in (0.0, 0.008, 0.02):
-        proc = _spawn(tmp_path, group_size, kill_group=-1)
-        try:
-            finished_here = 0
-            for line in proc.stdout:
-                word, g = line.split()
-                if word == "end":
-                    ended.add(f"g{g}")
-                    finished_here += 1
-                elif finished_here >= 2:
-                    time.sleep(delay_s)
-                    os.kill(proc.pid, signal.SIGKILL)
-                    break
-            # The child may have gone on during the delay: read what it printed.
-            in_flight = None
-            for line in [line] + proc.stdout.read().splitlines():
-                word, g = line.split()
-                if word == "end":
-                    ended.add(f"g{g}")
-                in_flight = f"g{g}" if word == "begin" else None
-        finally:
-            proc.kill()
-            proc.wait()
-        assert proc.returncode == -signal.SIGKILL
-        counts = _check_groups(tmp_path, group_size)  # every group full or absent
-        assert ended <= set(counts) <= ended | {in_flight}
-        ended |= set(counts)
+  group_size = 40
+  ended = set()
+  # A write of one group takes ~10-30 ms here (encoding, then the transaction); the
+  # delays put the kill at different points of it. Each round resumes the same store.
+  for delay_s in (0.0, 0.008, 0.02):
+    proc = _spawn(tmp_path, group_size, kill_group=-1)
+    try:
+      finished_here = 0
+      for line in proc.stdout:
+        word, g = line.split()
+        if word == "end":
+          ended.add(f"g{g}")
+          finished_here += 1
+        elif finished_here >= 2:
+          time.sleep(delay_s)
+          os.kill(proc.pid, signal.SIGKILL)
+          break
+      # The child may have gone on during the delay: read what it printed.
+      in_flight = None
+      for line in [line] + proc.stdout.read().splitlines():
+        word, g = line.split()
+        if word == "end":
+          ended.add(f"g{g}")
+        in_flight = f"g{g}" if word == "begin" else None
+    finally:
+      proc.kill()
+      proc.wait()
+    assert proc.returncode == -signal.SIGKILL
+    counts = _check_groups(tmp_path, group_size)  # every group full or absent
+    assert ended <= set(counts) <= ended | {in_flight}
+    ended |= set(counts)
 
 
 def test_sigkill_inside_transaction_loses_only_that_group(tmp_path):
-    group_size = 30
-    proc = _spawn(tmp_path, group_size, kill_group=2)
-    out, _ = proc.communicate(timeout=60)
-    assert proc.returncode == -signal.SIGKILL
-    assert out.split("\n")[-2] == "begin 2"  # died inside write_group of group 2
-    counts = _check_groups(tmp_path, group_size)
-    assert set(counts) == {"g0", "g1"}
+  group_size = 30
+  proc = _spawn(tmp_path, group_size, kill_group=2)
+  out, _ = proc.communicate(timeout=60)
+  assert proc.returncode == -signal.SIGKILL
+  assert out.split("\n")[-2] == "begin 2"  # died inside write_group of group 2
+  counts = _check_groups(tmp_path, group_size)
+  assert set(counts) == {"g0", "g1"}

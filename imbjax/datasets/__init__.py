@@ -46,66 +46,66 @@ _FOLDER_SPLITS = ("train", "test", "val", "validation")
 
 @dataclasses.dataclass(frozen=True)
 class _Source:
-    loader: Callable[[str, str | None], Dataset]  # (split, data_dir) -> raw Dataset
-    preprocessing: str  # "unit" ([0, 1]) or "gcn_zca"
-    splits: tuple[str, ...] = SPLITS
+  loader: Callable[[str, str | None], Dataset]  # (split, data_dir) -> raw Dataset
+  preprocessing: str  # "unit" ([0, 1]) or "gcn_zca"
+  splits: tuple[str, ...] = SPLITS
 
 
 def _need_dir(name: str, data_dir, what: str) -> str:
-    if data_dir is None:
-        raise DataNotFoundError(f"dataset {name!r} needs data_dir: {what}")
-    return os.fspath(data_dir)
+  if data_dir is None:
+    raise DataNotFoundError(f"dataset {name!r} needs data_dir: {what}")
+  return os.fspath(data_dir)
 
 
 def _mnist_like(name: str, class_names: tuple[str, ...]):
-    def load_raw(split: str, data_dir) -> Dataset:
-        if idx.has_idx_files(data_dir):
-            return idx.load_split(data_dir, split, num_classes=10, class_names=class_names)
-        return tfds_source.load_split(name, split, data_dir=data_dir, class_names=class_names)
-    return load_raw
+  def load_raw(split: str, data_dir) -> Dataset:
+    if idx.has_idx_files(data_dir):
+      return idx.load_split(data_dir, split, num_classes=10, class_names=class_names)
+    return tfds_source.load_split(name, split, data_dir=data_dir, class_names=class_names)
+  return load_raw
 
 
 def _cifar10(split: str, data_dir) -> Dataset:
-    if cifar.has_cifar_files(data_dir):
-        return cifar.load_split(data_dir, split)
-    return tfds_source.load_split("cifar10", split, data_dir=data_dir,
-                                  class_names=cifar.CLASS_NAMES)
+  if cifar.has_cifar_files(data_dir):
+    return cifar.load_split(data_dir, split)
+  return tfds_source.load_split("cifar10", split, data_dir=data_dir,
+                                class_names=cifar.CLASS_NAMES)
 
 
 def _imagenet(split: str, data_dir) -> Dataset:
-    tfds_source.ensure_prepared("imagenet2012", data_dir)
-    raise ValueError(
-        "imagenet2012 does not fit in memory, so load() refuses it; stream it with "
-        "imbjax.datasets.streaming.tfds_source('imagenet2012', split, data_dir=...) and "
-        "streaming.iterate(..., augment=streaming.ImageNetAugment())")
+  tfds_source.ensure_prepared("imagenet2012", data_dir)
+  raise ValueError(
+      "imagenet2012 does not fit in memory, so load() refuses it; stream it with "
+      "imbjax.datasets.streaming.tfds_source('imagenet2012', split, data_dir=...) and "
+      "streaming.iterate(..., augment=streaming.ImageNetAugment())")
 
 
 def _idx(split: str, data_dir) -> Dataset:
-    d = _need_dir("idx", data_dir, "a directory holding train-images-idx3-ubyte[.gz], "
-                  "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
-                  "t10k-labels-idx1-ubyte[.gz]")
-    return idx.load_split(d, split)
+  d = _need_dir("idx", data_dir, "a directory holding train-images-idx3-ubyte[.gz], "
+                "train-labels-idx1-ubyte[.gz], t10k-images-idx3-ubyte[.gz], "
+                "t10k-labels-idx1-ubyte[.gz]")
+  return idx.load_split(d, split)
 
 
 def _cifar10_local(split: str, data_dir) -> Dataset:
-    d = _need_dir("cifar10_local", data_dir, "a directory holding cifar-10-batches-bin/ or "
-                  "cifar-10-batches-py/ (data_batch_1..5, test_batch), or those files")
-    return cifar.load_split(d, split)
+  d = _need_dir("cifar10_local", data_dir, "a directory holding cifar-10-batches-bin/ or "
+                "cifar-10-batches-py/ (data_batch_1..5, test_batch), or those files")
+  return cifar.load_split(d, split)
 
 
 def _image_folder(split: str, data_dir) -> Dataset:
-    root = image_folder.resolve_root(data_dir, dataset="image_folder")
-    return image_folder.read_split(root, split)
+  root = image_folder.resolve_root(data_dir, dataset="image_folder")
+  return image_folder.read_split(root, split)
 
 
 def _cifar10_jpeg(split: str, data_dir) -> Dataset:
-    root = image_folder.resolve_root(data_dir, dataset="cifar10_jpeg")
-    ds = image_folder.read_split(root, split)
-    if ds.class_names != cifar.CLASS_NAMES or ds.images.shape[1:] != (32, 32, 3):
-        raise DataFormatError(f"cifar10_jpeg at {root}: expected CIFAR-10's classes "
-                              f"{cifar.CLASS_NAMES} and 32x32x3 images, found "
-                              f"{ds.class_names} and {ds.images.shape[1:]}")
-    return ds
+  root = image_folder.resolve_root(data_dir, dataset="cifar10_jpeg")
+  ds = image_folder.read_split(root, split)
+  if ds.class_names != cifar.CLASS_NAMES or ds.images.shape[1:] != (32, 32, 3):
+    raise DataFormatError(f"cifar10_jpeg at {root}: expected CIFAR-10's classes "
+                          f"{cifar.CLASS_NAMES} and 32x32x3 images, found "
+                          f"{ds.class_names} and {ds.images.shape[1:]}")
+  return ds
 
 
 _REGISTRY: dict[str, _Source] = {
@@ -122,110 +122,110 @@ _REGISTRY: dict[str, _Source] = {
 
 
 def names() -> tuple[str, ...]:
-    """The registered dataset names, sorted."""
-    return tuple(sorted(_REGISTRY))
+  """The registered dataset names, sorted."""
+  return tuple(sorted(_REGISTRY))
 
 
 def _source(name: str) -> _Source:
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise ValueError(f"Unknown dataset {name!r}; accepted: {', '.join(names())}") from None
+  try:
+    return _REGISTRY[name]
+  except (KeyError, TypeError):
+    raise ValueError(f"Unknown dataset {name!r}; accepted: {', '.join(names())}") from None
 
 
 def preprocessing_of(name: str) -> str:
-    """The preprocessing `load` applies to `name`: "unit", "gcn_zca" or "none".
+  """The preprocessing `load` applies to `name`: "unit", "gcn_zca" or "none".
 
-    Raises:
-      ValueError: unknown name.
-    """
-    return _source(name).preprocessing
+  Raises:
+    ValueError: unknown name.
+  """
+  return _source(name).preprocessing
 
 
 def _unit(ds: Dataset) -> Dataset:
-    return dataclasses.replace(ds, images=_pp.to_unit_float(ds.images))
+  return dataclasses.replace(ds, images=_pp.to_unit_float(ds.images))
 
 
 def load_splits(name: str, *, data_dir: str | os.PathLike | None = None,
                 preprocess: bool = True,
                 splits: tuple[str, ...] = ("train", "test")) -> dict[str, Dataset]:
-    """Loads several splits of a dataset, with split-dependent preprocessing fitted once.
+  """Loads several splits of a dataset, with split-dependent preprocessing fitted once.
 
-    For CIFAR-10 sources, GCN is applied per image and ZCA is fitted on the *train*
-    split (loaded even when not requested) and applied to every requested split.
+  For CIFAR-10 sources, GCN is applied per image and ZCA is fitted on the *train*
+  split (loaded even when not requested) and applied to every requested split.
 
-    Args:
-      name: one of `names()`.
-      data_dir: where the data lives (see the module table); None for tfds's default
-        directory, or for `digits`.
-      preprocess: False returns raw uint8 pixels.
-      splits: which splits to return.
+  Args:
+    name: one of `names()`.
+    data_dir: where the data lives (see the module table); None for tfds's default
+      directory, or for `digits`.
+    preprocess: False returns raw uint8 pixels.
+    splits: which splits to return.
 
-    Returns:
-      {split: Dataset}, in the order of `splits`.
+  Returns:
+    {split: Dataset}, in the order of `splits`.
 
-    Raises:
-      ValueError: unknown name or split (listing the accepted ones); readers'
-        DataNotFoundError / DataFormatError / DataUnavailableError (all ValueErrors or
-        FileNotFoundErrors) for missing or malformed data.
-    """
-    src = _source(name)
-    if isinstance(splits, str):
-        splits = (splits,)
-    for s in splits:
-        check_split(name, s, src.splits)
-    raw = {s: src.loader(s, data_dir) for s in dict.fromkeys(splits)}
-    if not preprocess:
-        return raw
-    fit_on = raw["train"] if "train" in raw else None
-    if fit_on is None and src.preprocessing == "gcn_zca":
-        fit_on = src.loader("train", data_dir)
-    return preprocess_splits(name, raw, fit_on=fit_on)
+  Raises:
+    ValueError: unknown name or split (listing the accepted ones); readers'
+      DataNotFoundError / DataFormatError / DataUnavailableError (all ValueErrors or
+      FileNotFoundErrors) for missing or malformed data.
+  """
+  src = _source(name)
+  if isinstance(splits, str):
+    splits = (splits,)
+  for s in splits:
+    check_split(name, s, src.splits)
+  raw = {s: src.loader(s, data_dir) for s in dict.fromkeys(splits)}
+  if not preprocess:
+    return raw
+  fit_on = raw["train"] if "train" in raw else None
+  if fit_on is None and src.preprocessing == "gcn_zca":
+    fit_on = src.loader("train", data_dir)
+  return preprocess_splits(name, raw, fit_on=fit_on)
 
 
 def preprocess_splits(name: str, raw: dict[str, Dataset], *,
                       fit_on: Dataset | None) -> dict[str, Dataset]:
-    """Applies `name`'s preprocessing to raw splits, fitting it on `fit_on` only.
+  """Applies `name`'s preprocessing to raw splits, fitting it on `fit_on` only.
 
-    Use it to hold out a validation split *before* fitting split-dependent statistics
-    (CIFAR-10's ZCA), so the held-out images do not leak into them.
+  Use it to hold out a validation split *before* fitting split-dependent statistics
+  (CIFAR-10's ZCA), so the held-out images do not leak into them.
 
-    Args:
-      name: one of `names()`.
-      raw: {split: raw Dataset}.
-      fit_on: the raw training data the statistics are fitted on (needed for "gcn_zca").
+  Args:
+    name: one of `names()`.
+    raw: {split: raw Dataset}.
+    fit_on: the raw training data the statistics are fitted on (needed for "gcn_zca").
 
-    Returns:
-      {split: preprocessed Dataset}.
-    """
-    src = _source(name)
-    if src.preprocessing == "unit":
-        return {s: _unit(ds) for s, ds in raw.items()}
-    if src.preprocessing == "gcn_zca":
-        if fit_on is None:
-            raise ValueError(f"{name!r} fits ZCA on training data: pass fit_on")
-        mean, w = _pp.fit_gcn_zca(fit_on.images)
-        return {s: dataclasses.replace(ds, images=_pp.apply_gcn_zca(ds.images, mean, w))
-                for s, ds in raw.items()}
-    return raw
+  Returns:
+    {split: preprocessed Dataset}.
+  """
+  src = _source(name)
+  if src.preprocessing == "unit":
+    return {s: _unit(ds) for s, ds in raw.items()}
+  if src.preprocessing == "gcn_zca":
+    if fit_on is None:
+      raise ValueError(f"{name!r} fits ZCA on training data: pass fit_on")
+    mean, w = _pp.fit_gcn_zca(fit_on.images)
+    return {s: dataclasses.replace(ds, images=_pp.apply_gcn_zca(ds.images, mean, w))
+            for s, ds in raw.items()}
+  return raw
 
 
 def load(name: str, split: str, *, data_dir: str | os.PathLike | None = None,
          preprocess: bool = True) -> Dataset:
-    """Loads one split of a dataset (see `load_splits`).
+  """Loads one split of a dataset (see `load_splits`).
 
-    CIFAR-10's ZCA is still fitted on the train split when `split` is "test".
+  CIFAR-10's ZCA is still fitted on the train split when `split` is "test".
 
-    Args:
-      name: one of `names()`.
-      split: "train" or "test" (image folders also accept "val"/"validation").
-      data_dir: where the data lives; see the module table.
-      preprocess: False returns raw uint8 pixels.
+  Args:
+    name: one of `names()`.
+    split: "train" or "test" (image folders also accept "val"/"validation").
+    data_dir: where the data lives; see the module table.
+    preprocess: False returns raw uint8 pixels.
 
-    Returns:
-      The `Dataset`.
+  Returns:
+    The `Dataset`.
 
-    Raises:
-      ValueError: unknown name or split; see `load_splits` for data errors.
-    """
-    return load_splits(name, data_dir=data_dir, preprocess=preprocess, splits=(split,))[split]
+  Raises:
+    ValueError: unknown name or split; see `load_splits` for data errors.
+  """
+  return load_splits(name, data_dir=data_dir, preprocess=preprocess, splits=(split,))[split]

@@ -45,183 +45,183 @@ _STEMS = {
 
 
 def _open(path: str):
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    return gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")
+  with open(path, "rb") as f:
+    magic = f.read(2)
+  return gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")
 
 
 def _read_exact(f, n: int, path: str, what: str) -> bytes:
-    """Reads up to n bytes in chunks; the caller compares the length."""
-    buf = bytearray()
-    while len(buf) < n:
-        try:
-            chunk = f.read(min(_CHUNK, n - len(buf)))
-        except (EOFError, OSError, gzip.BadGzipFile) as e:
-            raise DataFormatError(f"IDX file {path}: corrupt or truncated while reading "
-                                  f"{what}: {e}") from e
-        if not chunk:
-            break
-        buf += chunk
-    return bytes(buf)
+  """Reads up to n bytes in chunks; the caller compares the length."""
+  buf = bytearray()
+  while len(buf) < n:
+    try:
+      chunk = f.read(min(_CHUNK, n - len(buf)))
+    except (EOFError, OSError, gzip.BadGzipFile) as e:
+      raise DataFormatError(f"IDX file {path}: corrupt or truncated while reading "
+                            f"{what}: {e}") from e
+    if not chunk:
+      break
+    buf += chunk
+  return bytes(buf)
 
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
-    """Reads one IDX file (plain or gzip) into a native-endian numpy array.
+  """Reads one IDX file (plain or gzip) into a native-endian numpy array.
 
-    Args:
-      path: the file.
+  Args:
+    path: the file.
 
-    Returns:
-      The array with the header's shape and element type (native byte order).
+  Returns:
+    The array with the header's shape and element type (native byte order).
 
-    Raises:
-      DataNotFoundError: the file does not exist.
-      DataFormatError (a ValueError): bad magic, unknown type code, truncated header
-        or payload, trailing bytes, or a corrupt gzip stream; the message names the
-        file and, for length errors, the expected and actual byte counts.
-    """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise DataNotFoundError(f"IDX file not found: {path}")
-    with _open(path) as f:
-        head = _read_exact(f, 4, path, "the magic number")
-        if len(head) < 4:
-            raise DataFormatError(f"IDX file {path}: truncated header ({len(head)} of 4 "
-                                  f"magic bytes)")
-        if head[0] != 0 or head[1] != 0:
-            raise DataFormatError(f"IDX file {path}: bad magic 0x{head.hex()} (the first two "
-                                  f"bytes must be zero; is this an IDX file?)")
-        code, ndim = head[2], head[3]
-        if code not in _DTYPES:
-            raise DataFormatError(
-                f"IDX file {path}: unknown element type code 0x{code:02x} in magic "
-                f"0x{head.hex()}; accepted: {', '.join(f'0x{c:02x}' for c in _DTYPES)}")
-        if ndim == 0:
-            raise DataFormatError(f"IDX file {path}: magic 0x{head.hex()} declares 0 dimensions")
-        raw_dims = _read_exact(f, 4 * ndim, path, "the dimensions")
-        if len(raw_dims) < 4 * ndim:
-            raise DataFormatError(f"IDX file {path}: truncated header, expected {4 * ndim} "
-                                  f"bytes of dimensions, got {len(raw_dims)}")
-        dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
-        dtype = _DTYPES[code]
-        expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-        if expected > _MAX_PAYLOAD:
-            raise DataFormatError(f"IDX file {path}: header dims {dims} claim {expected} "
-                                  f"bytes, more than the {_MAX_PAYLOAD} we accept")
-        # One byte more than promised tells trailing garbage from an exact fit.
-        payload = _read_exact(f, expected + 1, path, "the payload")
-    if len(payload) != expected:
-        kind = "truncated" if len(payload) < expected else "trailing bytes after the data"
-        actual = f"{len(payload)}" if len(payload) < expected else f"more than {expected}"
-        raise DataFormatError(f"IDX file {path}: {kind}: dims {dims} of {dtype.name} need "
-                              f"payload of {expected} bytes, found {actual}")
-    return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+  Raises:
+    DataNotFoundError: the file does not exist.
+    DataFormatError (a ValueError): bad magic, unknown type code, truncated header
+      or payload, trailing bytes, or a corrupt gzip stream; the message names the
+      file and, for length errors, the expected and actual byte counts.
+  """
+  path = os.fspath(path)
+  if not os.path.isfile(path):
+    raise DataNotFoundError(f"IDX file not found: {path}")
+  with _open(path) as f:
+    head = _read_exact(f, 4, path, "the magic number")
+    if len(head) < 4:
+      raise DataFormatError(f"IDX file {path}: truncated header ({len(head)} of 4 "
+                            f"magic bytes)")
+    if head[0] != 0 or head[1] != 0:
+      raise DataFormatError(f"IDX file {path}: bad magic 0x{head.hex()} (the first two "
+                            f"bytes must be zero; is this an IDX file?)")
+    code, ndim = head[2], head[3]
+    if code not in _DTYPES:
+      raise DataFormatError(
+          f"IDX file {path}: unknown element type code 0x{code:02x} in magic "
+          f"0x{head.hex()}; accepted: {', '.join(f'0x{c:02x}' for c in _DTYPES)}")
+    if ndim == 0:
+      raise DataFormatError(f"IDX file {path}: magic 0x{head.hex()} declares 0 dimensions")
+    raw_dims = _read_exact(f, 4 * ndim, path, "the dimensions")
+    if len(raw_dims) < 4 * ndim:
+      raise DataFormatError(f"IDX file {path}: truncated header, expected {4 * ndim} "
+                            f"bytes of dimensions, got {len(raw_dims)}")
+    dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
+    dtype = _DTYPES[code]
+    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
+    if expected > _MAX_PAYLOAD:
+      raise DataFormatError(f"IDX file {path}: header dims {dims} claim {expected} "
+                            f"bytes, more than the {_MAX_PAYLOAD} we accept")
+    # One byte more than promised tells trailing garbage from an exact fit.
+    payload = _read_exact(f, expected + 1, path, "the payload")
+  if len(payload) != expected:
+    kind = "truncated" if len(payload) < expected else "trailing bytes after the data"
+    actual = f"{len(payload)}" if len(payload) < expected else f"more than {expected}"
+    raise DataFormatError(f"IDX file {path}: {kind}: dims {dims} of {dtype.name} need "
+                          f"payload of {expected} bytes, found {actual}")
+  return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def split_files(split: str) -> tuple[str, str]:
-    """Returns the (images, labels) file names of a split, without `.gz`."""
-    check_split("idx", split, tuple(_STEMS))
-    return _STEMS[split]
+  """Returns the (images, labels) file names of a split, without `.gz`."""
+  check_split("idx", split, tuple(_STEMS))
+  return _STEMS[split]
 
 
 def _find(data_dir: str, stem: str) -> str | None:
-    for name in (stem + ".gz", stem):
-        p = os.path.join(data_dir, name)
-        if os.path.isfile(p):
-            return p
-    return None
+  for name in (stem + ".gz", stem):
+    p = os.path.join(data_dir, name)
+    if os.path.isfile(p):
+      return p
+  return None
 
 
 def has_idx_files(data_dir: str | os.PathLike | None) -> bool:
-    """Whether `data_dir` holds at least one of the four standard IDX files."""
-    if data_dir is None or not os.path.isdir(data_dir):
-        return False
-    stems = [s for pair in _STEMS.values() for s in pair]
-    return any(_find(os.fspath(data_dir), s) for s in stems)
+  """Whether `data_dir` holds at least one of the four standard IDX files."""
+  if data_dir is None or not os.path.isdir(data_dir):
+    return False
+  stems = [s for pair in _STEMS.values() for s in pair]
+  return any(_find(os.fspath(data_dir), s) for s in stems)
 
 
 def find_split_files(data_dir: str | os.PathLike, split: str) -> tuple[str, str]:
-    """Finds the images and labels files of `split` in `data_dir` (gzip or plain).
+  """Finds the images and labels files of `split` in `data_dir` (gzip or plain).
 
-    Raises:
-      DataNotFoundError: naming the directory and the exact files expected.
-      ValueError: unknown split.
-    """
-    stems = split_files(split)
-    data_dir = os.fspath(data_dir)
-    if not os.path.isdir(data_dir):
-        raise DataNotFoundError(
-            f"IDX directory not found: {data_dir}; expected a directory holding "
-            f"{', '.join(s + '[.gz]' for pair in _STEMS.values() for s in pair)}")
-    found = [_find(data_dir, s) for s in stems]
-    missing = [s + "[.gz]" for s, p in zip(stems, found) if p is None]
-    if missing:
-        raise DataNotFoundError(f"IDX directory {data_dir} lacks {', '.join(missing)} for "
-                                f"split {split!r} (expected files: "
-                                f"{', '.join(s + '[.gz]' for s in stems)})")
-    return found[0], found[1]
+  Raises:
+    DataNotFoundError: naming the directory and the exact files expected.
+    ValueError: unknown split.
+  """
+  stems = split_files(split)
+  data_dir = os.fspath(data_dir)
+  if not os.path.isdir(data_dir):
+    raise DataNotFoundError(
+        f"IDX directory not found: {data_dir}; expected a directory holding "
+        f"{', '.join(s + '[.gz]' for pair in _STEMS.values() for s in pair)}")
+  found = [_find(data_dir, s) for s in stems]
+  missing = [s + "[.gz]" for s, p in zip(stems, found) if p is None]
+  if missing:
+    raise DataNotFoundError(f"IDX directory {data_dir} lacks {', '.join(missing)} for "
+                            f"split {split!r} (expected files: "
+                            f"{', '.join(s + '[.gz]' for s in stems)})")
+  return found[0], found[1]
 
 
 def read_labels(data_dir: str | os.PathLike, split: str) -> np.ndarray:
-    """Reads and checks the labels file of a split; returns int32 (N,).
+  """Reads and checks the labels file of a split; returns int32 (N,).
 
-    Raises:
-      DataFormatError: not a 1-D integer IDX file.
-    """
-    _, labels_path = find_split_files(data_dir, split)
-    labels = read_idx(labels_path)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise DataFormatError(f"IDX labels file {labels_path}: expected a 1-D integer array "
-                              f"(magic 0x00000801), got {labels.dtype.name} of shape "
-                              f"{labels.shape}")
-    if labels.size and labels.min() < 0:
-        raise DataFormatError(f"IDX labels file {labels_path}: negative label {labels.min()}")
-    return labels.astype(np.int32)
+  Raises:
+    DataFormatError: not a 1-D integer IDX file.
+  """
+  _, labels_path = find_split_files(data_dir, split)
+  labels = read_idx(labels_path)
+  if labels.ndim != 1 or labels.dtype.kind not in "iu":
+    raise DataFormatError(f"IDX labels file {labels_path}: expected a 1-D integer array "
+                          f"(magic 0x00000801), got {labels.dtype.name} of shape "
+                          f"{labels.shape}")
+  if labels.size and labels.min() < 0:
+    raise DataFormatError(f"IDX labels file {labels_path}: negative label {labels.min()}")
+  return labels.astype(np.int32)
 
 
 def load_split(data_dir: str | os.PathLike, split: str, *,
                num_classes: int | None = None,
                class_names: tuple[str, ...] | None = None) -> Dataset:
-    """Loads one split of an IDX directory as a raw uint8 `Dataset`.
+  """Loads one split of an IDX directory as a raw uint8 `Dataset`.
 
-    Args:
-      data_dir: directory holding `train-images-idx3-ubyte[.gz]`,
-        `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`,
-        `t10k-labels-idx1-ubyte[.gz]`.
-      split: "train" or "test".
-      num_classes: the number of classes; labels must be below it. None: one more
-        than the largest *train* label (so train and test agree).
-      class_names: names per class; None: "0", "1", ...
+  Args:
+    data_dir: directory holding `train-images-idx3-ubyte[.gz]`,
+      `train-labels-idx1-ubyte[.gz]`, `t10k-images-idx3-ubyte[.gz]`,
+      `t10k-labels-idx1-ubyte[.gz]`.
+    split: "train" or "test".
+    num_classes: the number of classes; labels must be below it. None: one more
+      than the largest *train* label (so train and test agree).
+    class_names: names per class; None: "0", "1", ...
 
-    Returns:
-      A `Dataset` with uint8 images (N, H, W, 1) (or (N, H, W, C) for 4-D files).
+  Returns:
+    A `Dataset` with uint8 images (N, H, W, 1) (or (N, H, W, C) for 4-D files).
 
-    Raises:
-      DataNotFoundError: missing directory or files (the message lists them).
-      DataFormatError: malformed files, images/labels count mismatch, labels out of
-        range.
-      ValueError: unknown split.
-    """
-    images_path, labels_path = find_split_files(data_dir, split)
-    images = read_idx(images_path)
-    if images.dtype != np.uint8 or images.ndim not in (3, 4):
-        raise DataFormatError(f"IDX images file {images_path}: expected uint8 images with 3 "
-                              f"dims (magic 0x00000803) or 4, got {images.dtype.name} of "
-                              f"shape {images.shape}")
-    if images.ndim == 3:
-        images = images[..., None]
-    labels = read_labels(data_dir, split)
-    if labels.shape[0] != images.shape[0]:
-        raise DataFormatError(f"IDX split {split!r} in {os.fspath(data_dir)}: {images.shape[0]} "
-                              f"images ({images_path}) but {labels.shape[0]} labels "
-                              f"({labels_path})")
-    if num_classes is None:
-        train = labels if split == "train" else read_labels(data_dir, "train")
-        num_classes = int(train.max()) + 1 if train.size else 1
-    if labels.size and labels.max() >= num_classes:
-        raise DataFormatError(f"IDX labels file {labels_path}: label {int(labels.max())} out of "
-                              f"range [0, {num_classes})")
-    if class_names is None:
-        class_names = tuple(str(i) for i in range(num_classes))
-    return Dataset(images=np.ascontiguousarray(images), labels=labels,
-                   num_classes=num_classes, class_names=tuple(class_names))
+  Raises:
+    DataNotFoundError: missing directory or files (the message lists them).
+    DataFormatError: malformed files, images/labels count mismatch, labels out of
+      range.
+    ValueError: unknown split.
+  """
+  images_path, labels_path = find_split_files(data_dir, split)
+  images = read_idx(images_path)
+  if images.dtype != np.uint8 or images.ndim not in (3, 4):
+    raise DataFormatError(f"IDX images file {images_path}: expected uint8 images with 3 "
+                          f"dims (magic 0x00000803) or 4, got {images.dtype.name} of "
+                          f"shape {images.shape}")
+  if images.ndim == 3:
+    images = images[..., None]
+  labels = read_labels(data_dir, split)
+  if labels.shape[0] != images.shape[0]:
+    raise DataFormatError(f"IDX split {split!r} in {os.fspath(data_dir)}: {images.shape[0]} "
+                          f"images ({images_path}) but {labels.shape[0]} labels "
+                          f"({labels_path})")
+  if num_classes is None:
+    train = labels if split == "train" else read_labels(data_dir, "train")
+    num_classes = int(train.max()) + 1 if train.size else 1
+  if labels.size and labels.max() >= num_classes:
+    raise DataFormatError(f"IDX labels file {labels_path}: label {int(labels.max())} out of "
+                          f"range [0, {num_classes})")
+  if class_names is None:
+    class_names = tuple(str(i) for i in range(num_classes))
+  return Dataset(images=np.ascontiguousarray(images), labels=labels,
+                 num_classes=num_classes, class_names=tuple(class_names))

@@ -38,292 +38,292 @@ _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__f
 
 
 def _split_dir(root: str, split: str) -> str:
-    d = os.path.join(root, split)
-    if not os.path.isdir(d):
-        present = sorted(e for e in os.listdir(root)
-                         if os.path.isdir(os.path.join(root, e))) if os.path.isdir(root) else []
-        raise DataNotFoundError(f"image folder split directory not found: {d} (expected "
-                                f"{root}/<split>/<class_name>/*.jpg|jpeg|png; subdirectories "
-                                f"present: {present})")
-    return d
+  d = os.path.join(root, split)
+  if not os.path.isdir(d):
+    present = sorted(e for e in os.listdir(root)
+                     if os.path.isdir(os.path.join(root, e))) if os.path.isdir(root) else []
+    raise DataNotFoundError(f"image folder split directory not found: {d} (expected "
+                            f"{root}/<split>/<class_name>/*.jpg|jpeg|png; subdirectories "
+                            f"present: {present})")
+  return d
 
 
 def list_classes(root: str | os.PathLike, split: str = "train") -> tuple[str, ...]:
-    """Sorted class subdirectory names of `root/split`.
+  """Sorted class subdirectory names of `root/split`.
 
-    Raises:
-      DataNotFoundError: the split directory is missing or has no subdirectories.
-    """
-    d = _split_dir(os.fspath(root), split)
-    names = tuple(sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))))
-    if not names:
-        raise DataNotFoundError(f"image folder {d} has no class subdirectories")
-    return names
+  Raises:
+    DataNotFoundError: the split directory is missing or has no subdirectories.
+  """
+  d = _split_dir(os.fspath(root), split)
+  names = tuple(sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))))
+  if not names:
+    raise DataNotFoundError(f"image folder {d} has no class subdirectories")
+  return names
 
 
 def list_files(root: str | os.PathLike, split: str, *,
                class_names: tuple[str, ...] | None = None) -> tuple[list[str], np.ndarray,
                                                                      tuple[str, ...]]:
-    """Lists the images of a split in a fixed order (by class, then file name).
+  """Lists the images of a split in a fixed order (by class, then file name).
 
-    Args:
-      root: the folder holding `<split>/<class_name>/` directories.
-      split: which split directory to read.
-      class_names: the classes to expect; None: those of the train split.
+  Args:
+    root: the folder holding `<split>/<class_name>/` directories.
+    split: which split directory to read.
+    class_names: the classes to expect; None: those of the train split.
 
-    Returns:
-      (paths, labels int32, class_names).
+  Returns:
+    (paths, labels int32, class_names).
 
-    Raises:
-      DataNotFoundError: missing directories, or a split without any image.
-      DataFormatError: the split's classes differ from `class_names`.
-    """
-    root = os.fspath(root)
-    if class_names is None:
-        class_names = list_classes(root, "train")
-    d = _split_dir(root, split)
-    here = tuple(sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))))
-    if here != tuple(class_names):
-        missing = sorted(set(class_names) - set(here))
-        extra = sorted(set(here) - set(class_names))
-        raise DataFormatError(f"image folder split {d} has different classes from the train "
-                              f"split: missing {missing}, unexpected {extra}")
-    paths, labels = [], []
-    for label, name in enumerate(class_names):
-        cd = os.path.join(d, name)
-        files = sorted(f for f in os.listdir(cd)
-                       if f.lower().endswith(IMAGE_EXTENSIONS)
-                       and os.path.isfile(os.path.join(cd, f)))
-        paths += [os.path.join(cd, f) for f in files]
-        labels += [label] * len(files)
-    if not paths:
-        raise DataNotFoundError(f"image folder split {d} holds no "
-                                f"{'/'.join(IMAGE_EXTENSIONS)} files")
-    return paths, np.asarray(labels, np.int32), tuple(class_names)
+  Raises:
+    DataNotFoundError: missing directories, or a split without any image.
+    DataFormatError: the split's classes differ from `class_names`.
+  """
+  root = os.fspath(root)
+  if class_names is None:
+    class_names = list_classes(root, "train")
+  d = _split_dir(root, split)
+  here = tuple(sorted(e for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))))
+  if here != tuple(class_names):
+    missing = sorted(set(class_names) - set(here))
+    extra = sorted(set(here) - set(class_names))
+    raise DataFormatError(f"image folder split {d} has different classes from the train "
+                          f"split: missing {missing}, unexpected {extra}")
+  paths, labels = [], []
+  for label, name in enumerate(class_names):
+    cd = os.path.join(d, name)
+    files = sorted(f for f in os.listdir(cd)
+                   if f.lower().endswith(IMAGE_EXTENSIONS)
+                   and os.path.isfile(os.path.join(cd, f)))
+    paths += [os.path.join(cd, f) for f in files]
+    labels += [label] * len(files)
+  if not paths:
+    raise DataNotFoundError(f"image folder split {d} holds no "
+                            f"{'/'.join(IMAGE_EXTENSIONS)} files")
+  return paths, np.asarray(labels, np.int32), tuple(class_names)
 
 
 def decode(path: str, image_size: tuple[int, int] | None = None) -> np.ndarray:
-    """Decodes one image file to uint8 RGB (H, W, 3), optionally resized (bilinear).
+  """Decodes one image file to uint8 RGB (H, W, 3), optionally resized (bilinear).
 
-    Args:
-      path: a JPEG or PNG file.
-      image_size: (height, width) to resize to, or None.
+  Args:
+    path: a JPEG or PNG file.
+    image_size: (height, width) to resize to, or None.
 
-    Raises:
-      DataFormatError: the file cannot be decoded (the message names it).
-    """
-    from PIL import Image
+  Raises:
+    DataFormatError: the file cannot be decoded (the message names it).
+  """
+  from PIL import Image
 
-    try:
-        with Image.open(path) as img:
-            img = img.convert("RGB")
-            if image_size is not None and img.size != (image_size[1], image_size[0]):
-                img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
-            return np.asarray(img, dtype=np.uint8)
-    except (OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DataFormatError(f"cannot decode image {path}: {e}") from e
+  try:
+    with Image.open(path) as img:
+      img = img.convert("RGB")
+      if image_size is not None and img.size != (image_size[1], image_size[0]):
+        img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
+      return np.asarray(img, dtype=np.uint8)
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise DataFormatError(f"cannot decode image {path}: {e}") from e
 
 
 def read_split(root: str | os.PathLike, split: str, *,
                class_names: tuple[str, ...] | None = None,
                image_size: tuple[int, int] | None = None,
                num_workers: int | None = None) -> Dataset:
-    """Decodes a whole split of an image folder into a raw uint8 `Dataset`.
+  """Decodes a whole split of an image folder into a raw uint8 `Dataset`.
 
-    Args:
-      root: the folder holding `<split>/<class_name>/` directories.
-      split: the split directory name.
-      class_names: expected classes; None: the train split's sorted subdirectories.
-      image_size: (height, width) to resize every image to; None: all images must
-        already share one size.
-      num_workers: decoding threads (PIL releases the GIL while decoding); None: the
-        CPU count.
+  Args:
+    root: the folder holding `<split>/<class_name>/` directories.
+    split: the split directory name.
+    class_names: expected classes; None: the train split's sorted subdirectories.
+    image_size: (height, width) to resize every image to; None: all images must
+      already share one size.
+    num_workers: decoding threads (PIL releases the GIL while decoding); None: the
+      CPU count.
 
-    Returns:
-      A `Dataset` of uint8 (N, H, W, 3) images.
+  Returns:
+    A `Dataset` of uint8 (N, H, W, 3) images.
 
-    Raises:
-      DataNotFoundError, DataFormatError: see `list_files` and `decode`; also a
-        DataFormatError naming the first image whose size differs from the first one.
-    """
-    if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
-        raise ValueError(f"image_size must be (height, width) >= 1, got {image_size!r}")
-    paths, labels, class_names = list_files(root, split, class_names=class_names)
-    workers = num_workers or os.cpu_count() or 1
-    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        images = list(pool.map(lambda p: decode(p, image_size), paths, chunksize=64))
-    shape = images[0].shape
-    for p, im in zip(paths, images):
-        if im.shape != shape:
-            raise DataFormatError(
-                f"image folder {os.fspath(root)}/{split}: {p} is {im.shape[1]}x{im.shape[0]} but "
-                f"{paths[0]} is {shape[1]}x{shape[0]}; all images of an in-memory dataset need "
-                f"one size: pass image_size=(H, W) to resize, or use "
-                f"imbjax.datasets.streaming for crops")
-    return Dataset(images=np.stack(images), labels=labels, num_classes=len(class_names),
-                   class_names=class_names)
+  Raises:
+    DataNotFoundError, DataFormatError: see `list_files` and `decode`; also a
+      DataFormatError naming the first image whose size differs from the first one.
+  """
+  if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
+    raise ValueError(f"image_size must be (height, width) >= 1, got {image_size!r}")
+  paths, labels, class_names = list_files(root, split, class_names=class_names)
+  workers = num_workers or os.cpu_count() or 1
+  with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+    images = list(pool.map(lambda p: decode(p, image_size), paths, chunksize=64))
+  shape = images[0].shape
+  for p, im in zip(paths, images):
+    if im.shape != shape:
+      raise DataFormatError(
+          f"image folder {os.fspath(root)}/{split}: {p} is {im.shape[1]}x{im.shape[0]} but "
+          f"{paths[0]} is {shape[1]}x{shape[0]}; all images of an in-memory dataset need "
+          f"one size: pass image_size=(H, W) to resize, or use "
+          f"imbjax.datasets.streaming for crops")
+  return Dataset(images=np.stack(images), labels=labels, num_classes=len(class_names),
+                 class_names=class_names)
 
 
 def _check_member(m: tarfile.TarInfo, tar_path: str) -> str | None:
-    """Returns the safe relative path of a member, None to skip it, or raises."""
-    name = m.name.replace("\\", "/")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
-        raise DataFormatError(f"tarball {tar_path}: refusing member {m.name!r} (absolute path "
-                              f"or '..' would write outside the destination)")
-    if not (m.isfile() or m.isdir()):
-        raise DataFormatError(f"tarball {tar_path}: refusing member {m.name!r} (only regular "
-                              f"files and directories are extracted; links and devices are not)")
-    return "/".join(parts) if parts else None
+  """Returns the safe relative path of a member, None to skip it, or raises."""
+  name = m.name.replace("\\", "/")
+  parts = [p for p in name.split("/") if p not in ("", ".")]
+  if name.startswith("/") or (len(name) > 1 and name[1] == ":") or ".." in parts:
+    raise DataFormatError(f"tarball {tar_path}: refusing member {m.name!r} (absolute path "
+                          f"or '..' would write outside the destination)")
+  if not (m.isfile() or m.isdir()):
+    raise DataFormatError(f"tarball {tar_path}: refusing member {m.name!r} (only regular "
+                          f"files and directories are extracted; links and devices are not)")
+  return "/".join(parts) if parts else None
 
 
 def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *,
                  select=None, limit: int | None = None) -> int:
-    """Extracts regular files and directories of a tarball into `dest`, safely.
+  """Extracts regular files and directories of a tarball into `dest`, safely.
 
-    Args:
-      tar_path: a .tar, .tar.gz, .tgz ... file (compression detected).
-      dest: destination directory (created).
-      select: optional `callable(relative_name) -> bool`; only files it accepts are
-        written (every member read is still checked).
-      limit: stop after writing this many files (reads only the front of the archive).
+  Args:
+    tar_path: a .tar, .tar.gz, .tgz ... file (compression detected).
+    dest: destination directory (created).
+    select: optional `callable(relative_name) -> bool`; only files it accepts are
+      written (every member read is still checked).
+    limit: stop after writing this many files (reads only the front of the archive).
 
-    Returns:
-      The number of files written.
+  Returns:
+    The number of files written.
 
-    Raises:
-      DataFormatError: a member is absolute, has `..`, or is a link or device; or the
-        archive is corrupt.
-      DataNotFoundError: the tarball does not exist.
-    """
-    tar_path, dest = os.fspath(tar_path), os.path.abspath(os.fspath(dest))
-    if not os.path.isfile(tar_path):
-        raise DataNotFoundError(f"tarball not found: {tar_path}")
-    os.makedirs(dest, exist_ok=True)
-    written = 0
-    try:
-        # Streaming mode reads the archive once, front to back, without an index.
-        with tarfile.open(tar_path, "r|*") as tar:
-            for m in tar:
-                rel = _check_member(m, tar_path)
-                if rel is None or m.isdir():
-                    continue
-                if select is not None and not select(rel):
-                    continue
-                target = os.path.join(dest, *rel.split("/"))
-                if os.path.commonpath([dest, os.path.abspath(target)]) != dest:
-                    raise DataFormatError(f"tarball {tar_path}: member {m.name!r} escapes {dest}")
-                os.makedirs(os.path.dirname(target), exist_ok=True)
-                src = tar.extractfile(m)
-                with open(target, "wb") as out:
-                    shutil.copyfileobj(src, out)
-                written += 1
-                if limit is not None and written >= limit:
-                    break
-    except (tarfile.TarError, EOFError, OSError) as e:
-        if isinstance(e, FileNotFoundError) and not os.path.exists(tar_path):
-            raise DataNotFoundError(f"tarball not found: {tar_path}") from e
-        raise DataFormatError(f"tarball {tar_path} is corrupt or unreadable: {e}") from e
-    return written
+  Raises:
+    DataFormatError: a member is absolute, has `..`, or is a link or device; or the
+      archive is corrupt.
+    DataNotFoundError: the tarball does not exist.
+  """
+  tar_path, dest = os.fspath(tar_path), os.path.abspath(os.fspath(dest))
+  if not os.path.isfile(tar_path):
+    raise DataNotFoundError(f"tarball not found: {tar_path}")
+  os.makedirs(dest, exist_ok=True)
+  written = 0
+  try:
+    # Streaming mode reads the archive once, front to back, without an index.
+    with tarfile.open(tar_path, "r|*") as tar:
+      for m in tar:
+        rel = _check_member(m, tar_path)
+        if rel is None or m.isdir():
+          continue
+        if select is not None and not select(rel):
+          continue
+        target = os.path.join(dest, *rel.split("/"))
+        if os.path.commonpath([dest, os.path.abspath(target)]) != dest:
+          raise DataFormatError(f"tarball {tar_path}: member {m.name!r} escapes {dest}")
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        src = tar.extractfile(m)
+        with open(target, "wb") as out:
+          shutil.copyfileobj(src, out)
+        written += 1
+        if limit is not None and written >= limit:
+          break
+  except (tarfile.TarError, EOFError, OSError) as e:
+    if isinstance(e, FileNotFoundError) and not os.path.exists(tar_path):
+      raise DataNotFoundError(f"tarball not found: {tar_path}") from e
+    raise DataFormatError(f"tarball {tar_path} is corrupt or unreadable: {e}") from e
+  return written
 
 
 def cache_root() -> str:
-    """Where extractions go when the tarball's own directory is read-only.
+  """Where extractions go when the tarball's own directory is read-only.
 
-    `$IMBJAX_CACHE_DIR`, else `$XDG_CACHE_HOME/imbjax`, else `~/.cache/imbjax`.
-    """
-    env = os.environ.get("IMBJAX_CACHE_DIR")
-    if env:
-        return env
-    xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return os.path.join(xdg, "imbjax")
+  `$IMBJAX_CACHE_DIR`, else `$XDG_CACHE_HOME/imbjax`, else `~/.cache/imbjax`.
+  """
+  env = os.environ.get("IMBJAX_CACHE_DIR")
+  if env:
+    return env
+  xdg = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+  return os.path.join(xdg, "imbjax")
 
 
 def _inside(path: str, parent: str) -> bool:
-    path, parent = os.path.realpath(path), os.path.realpath(parent)
-    return os.path.commonpath([path, parent]) == parent
+  path, parent = os.path.realpath(path), os.path.realpath(parent)
+  return os.path.commonpath([path, parent]) == parent
 
 
 def _find_root(d: str) -> str | None:
-    if os.path.isdir(os.path.join(d, "train")):
-        return d
-    subs = [os.path.join(d, e) for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))]
-    if len(subs) == 1 and os.path.isdir(os.path.join(subs[0], "train")):
-        return subs[0]
-    return None
+  if os.path.isdir(os.path.join(d, "train")):
+    return d
+  subs = [os.path.join(d, e) for e in os.listdir(d) if os.path.isdir(os.path.join(d, e))]
+  if len(subs) == 1 and os.path.isdir(os.path.join(subs[0], "train")):
+    return subs[0]
+  return None
 
 
 def _extract_cached(tar_path: str) -> str:
-    st = os.stat(tar_path)
-    stem = os.path.basename(tar_path)
-    for ext in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar"):
-        if stem.endswith(ext):
-            stem = stem[: -len(ext)]
-            break
-    key = hashlib.sha256(f"{os.path.realpath(tar_path)}|{st.st_size}|{st.st_mtime_ns}"
-                         .encode()).hexdigest()[:12]
-    beside = os.path.dirname(os.path.abspath(tar_path))
-    candidates = []
-    if os.access(beside, os.W_OK) and not _inside(beside, _REPO_ROOT):
-        candidates.append(os.path.join(beside, f"{stem}-extracted"))
-    candidates.append(os.path.join(cache_root(), f"{stem}-{key}"))
-    for final in candidates:
-        if os.path.isfile(os.path.join(final, _COMPLETE)):
-            return final
-    for final in candidates:
-        if _inside(final, _REPO_ROOT):
-            continue
-        parent = os.path.dirname(final)
-        try:
-            os.makedirs(parent, exist_ok=True)
-            tmp = tempfile.mkdtemp(prefix=f".{stem}-", dir=parent)
-        except OSError:
-            continue
-        try:
-            safe_extract(tar_path, tmp)
-            with open(os.path.join(tmp, _COMPLETE), "w") as f:
-                f.write(f"{os.path.realpath(tar_path)}\n")
-            try:
-                os.rename(tmp, final)  # atomic: concurrent extractors race harmlessly
-            except OSError:
-                if not os.path.isfile(os.path.join(final, _COMPLETE)):
-                    raise
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-        return final
-    raise DataNotFoundError(f"nowhere writable to extract {tar_path}; tried "
-                            f"{candidates}; set IMBJAX_CACHE_DIR")
+  st = os.stat(tar_path)
+  stem = os.path.basename(tar_path)
+  for ext in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar"):
+    if stem.endswith(ext):
+      stem = stem[: -len(ext)]
+      break
+  key = hashlib.sha256(f"{os.path.realpath(tar_path)}|{st.st_size}|{st.st_mtime_ns}"
+                       .encode()).hexdigest()[:12]
+  beside = os.path.dirname(os.path.abspath(tar_path))
+  candidates = []
+  if os.access(beside, os.W_OK) and not _inside(beside, _REPO_ROOT):
+    candidates.append(os.path.join(beside, f"{stem}-extracted"))
+  candidates.append(os.path.join(cache_root(), f"{stem}-{key}"))
+  for final in candidates:
+    if os.path.isfile(os.path.join(final, _COMPLETE)):
+      return final
+  for final in candidates:
+    if _inside(final, _REPO_ROOT):
+      continue
+    parent = os.path.dirname(final)
+    try:
+      os.makedirs(parent, exist_ok=True)
+      tmp = tempfile.mkdtemp(prefix=f".{stem}-", dir=parent)
+    except OSError:
+      continue
+    try:
+      safe_extract(tar_path, tmp)
+      with open(os.path.join(tmp, _COMPLETE), "w") as f:
+        f.write(f"{os.path.realpath(tar_path)}\n")
+      try:
+        os.rename(tmp, final)  # atomic: concurrent extractors race harmlessly
+      except OSError:
+        if not os.path.isfile(os.path.join(final, _COMPLETE)):
+          raise
+    finally:
+      shutil.rmtree(tmp, ignore_errors=True)
+    return final
+  raise DataNotFoundError(f"nowhere writable to extract {tar_path}; tried "
+                          f"{candidates}; set IMBJAX_CACHE_DIR")
 
 
 def resolve_root(data_dir: str | os.PathLike | None, *, dataset: str = "image_folder") -> str:
-    """Turns `data_dir` into an extracted image-folder root.
+  """Turns `data_dir` into an extracted image-folder root.
 
-    Accepts a root (with `train/`), a directory with one subdirectory that is a root,
-    a tarball, or a directory holding exactly one tarball (extracted once, cached).
+  Accepts a root (with `train/`), a directory with one subdirectory that is a root,
+  a tarball, or a directory holding exactly one tarball (extracted once, cached).
 
-    Raises:
-      DataNotFoundError: `data_dir` is None, missing, or holds neither layout.
-    """
-    if data_dir is None:
-        raise DataNotFoundError(
-            f"dataset {dataset!r} needs data_dir: an extracted image folder "
-            f"(<dir>/train/<class>/*.jpg) or its .tar.gz, e.g. "
-            f"--config.data_dir=../shared/data/cifar10-jpeg")
-    data_dir = os.fspath(data_dir)
-    if os.path.isfile(data_dir):
-        root = _find_root(_extract_cached(data_dir))
-    elif os.path.isdir(data_dir):
-        root = _find_root(data_dir)
-        if root is None:
-            tars = sorted(e for e in os.listdir(data_dir)
-                          if e.endswith((".tar.gz", ".tgz", ".tar")))
-            if len(tars) == 1:
-                root = _find_root(_extract_cached(os.path.join(data_dir, tars[0])))
-    else:
-        raise DataNotFoundError(f"dataset {dataset!r}: data_dir not found: {data_dir}")
+  Raises:
+    DataNotFoundError: `data_dir` is None, missing, or holds neither layout.
+  """
+  if data_dir is None:
+    raise DataNotFoundError(
+        f"dataset {dataset!r} needs data_dir: an extracted image folder "
+        f"(<dir>/train/<class>/*.jpg) or its .tar.gz, e.g. "
+        f"--config.data_dir=../shared/data/cifar10-jpeg")
+  data_dir = os.fspath(data_dir)
+  if os.path.isfile(data_dir):
+    root = _find_root(_extract_cached(data_dir))
+  elif os.path.isdir(data_dir):
+    root = _find_root(data_dir)
     if root is None:
-        raise DataNotFoundError(
-            f"dataset {dataset!r}: {data_dir} is neither an image folder "
-            f"(<dir>/train/<class>/*.jpg, <dir>/test/<class>/*.jpg) nor holds exactly one "
-            f".tar.gz of one")
-    return root
+      tars = sorted(e for e in os.listdir(data_dir)
+                    if e.endswith((".tar.gz", ".tgz", ".tar")))
+      if len(tars) == 1:
+        root = _find_root(_extract_cached(os.path.join(data_dir, tars[0])))
+  else:
+    raise DataNotFoundError(f"dataset {dataset!r}: data_dir not found: {data_dir}")
+  if root is None:
+    raise DataNotFoundError(
+        f"dataset {dataset!r}: {data_dir} is neither an image folder "
+        f"(<dir>/train/<class>/*.jpg, <dir>/test/<class>/*.jpg) nor holds exactly one "
+        f".tar.gz of one")
+  return root
