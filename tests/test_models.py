@@ -350,6 +350,45 @@ def test_banded_max_pool_gradient_goes_to_the_first_maximum_like_reduce_window()
       got, jax.grad(lambda x: (nn.max_pool(x, (12, 12), (12, 12)) ** 3).sum())(big))
 
 
+@pytest.mark.parametrize('k,s,p,hw', [(5, 1, 'VALID', 12), (3, 2, 1, 9), (2, 3, 0, 11)])
+def test_banded_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw):
+  # Every divisor of the output width is a valid tiling; each must give the convolution
+  # and its kernel/input gradients (tiles share one band, so the band's gradient sums
+  # over tiles).
+  x = jax.random.normal(jax.random.key(3), (2, hw, hw + 2, 3))
+  ref = nn.Conv(6, (k, k), strides=s, padding='VALID' if p == 'VALID' else [(p, p)] * 2)
+  v = ref.init(KEY, x)
+  wo = ref.apply(v, x).shape[2]
+  pads = layers._padding_pairs(p, (k, k))
+  loss = lambda f: (lambda kern, x: (f(kern, x) ** 2).sum())
+  want = jax.grad(loss(lambda kern, x: ref.apply({'params': {**v['params'], 'kernel': kern}},
+                                                 x) - v['params']['bias']), (0, 1))
+  want_y = ref.apply(v, x) - v['params']['bias']
+  want_g = want(v['params']['kernel'], x)
+  tiles = [d for d in range(1, wo + 1) if wo % d == 0]
+  assert len(tiles) > 1
+  for tile in tiles:
+    f = lambda kern, x, tile=tile: layers.banded_conv(x, kern, (s, s), pads, tile)
+    np.testing.assert_allclose(_jit(f)(v['params']['kernel'], x), want_y, rtol=1e-5,
+                               atol=1e-5)
+    for g, w in zip(_jit(jax.grad(loss(f), (0, 1)))(v['params']['kernel'], x), want_g):
+      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+def test_band_tile_rule_and_bad_tiles():
+  # LeNet-5: conv1 (24 columns out, 20 channels) -> 12; conv2 (8 out, 50) -> 4.
+  assert layers.pick_band_tile(24, 20) == 12
+  assert layers.pick_band_tile(8, 50) == 4
+  assert layers.pick_band_tile(7, 10) == 7  # no divisor reaches the minimum: one band
+  assert layers.pick_band_tile(8, 50, 2) == 2
+  for bad in (3, 0, -4, 2.0, True):
+    with pytest.raises(ValueError, match=r'divisor of the output width 8 \(one of \[1, 2, 4, 8\]\)'):
+      layers.pick_band_tile(8, 50, bad)
+  x = jnp.zeros((1, 12, 12, 2))
+  with pytest.raises(ValueError, match='got 3'):
+    layers.Conv(4, 5, impl='banded', band_tile=3).init(KEY, x)
+
+
 @pytest.mark.parametrize('width,stride', [(12, 1), (9, 2), (5, 1)])
 def test_banded_kernel_places_each_tap_on_its_diagonal(width, stride):
   kh, kw, c, o = 2, 3, 2, 4

@@ -178,8 +178,39 @@ def banded_kernel(kernel: jax.Array, width: int, strides_w: int = 1) -> jax.Arra
   return jnp.stack(cols, axis=3).reshape(kh * width * c, wo * o)  # (KH, W, C, WO, O)
 
 
+# `banded_conv` tiles the output columns so that each band has at least this many
+# matmul columns (tile width * output channels). Measured on 2 Intel Xeon cores,
+# 2026-11-28, the engine's LeNet-5 step, interleaved A/B in one process: conv2
+# (12 columns in, 8 out, 50 channels) in tiles of 4 (band 800x200, 1.6x the
+# multiply-adds of a direct convolution) ran ~15% faster than one band of 8 (1200x400,
+# 2.4x) at P=1 and P=32; tiles of 2 (600x100) were slower again. For conv1 (28 in, 24
+# out, 20 channels) tiles of 12 (80x240) and of 24 (140x480) measured the same.
+_MIN_BAND_COLS = 192
+
+
+def pick_band_tile(wo: int, features: int, tile: int | None = None) -> int:
+  """Output columns per band in `banded_conv`: `tile`, or the auto rule if None.
+
+  The auto rule takes the narrowest tile that divides `wo` and gives the band at least
+  `_MIN_BAND_COLS` columns (all `wo` columns when none does).
+
+  Raises:
+    ValueError: if `tile` is given and is not a positive divisor of `wo`.
+  """
+  if tile is not None:
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1 or wo % tile:
+      divisors = [d for d in range(1, wo + 1) if wo % d == 0]
+      raise ValueError(f'band tile must be a divisor of the output width {wo} '
+                       f'(one of {divisors}), got {tile!r}')
+    return tile
+  for d in range(1, wo + 1):
+    if wo % d == 0 and d * features >= _MIN_BAND_COLS:
+      return d
+  return wo
+
+
 def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-                pads: tuple[tuple[int, int], ...]) -> jax.Array:
+                pads: tuple[tuple[int, int], ...], tile: int | None = None) -> jax.Array:
   """Convolution as ONE matmul of stacked image rows with `banded_kernel`.
 
   Output row r needs input rows ``s*r + i`` for i < KH; those KH rows, each flattened
@@ -192,14 +223,24 @@ def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   ~200 vs ~80 GFLOP/s on 2 AMD EPYC cores). Worth it only when W/KW is small, as in
   LeNet-5; see `benchmarks/README.md`.
 
+  Tiles: the WO output columns can be cut into tiles of `tile` columns. Each tile reads
+  its own window of ``Wt = s*(tile-1) + KW`` input columns, and since convolution is
+  translation invariant every tile shares ONE band, (KH*Wt*C, tile*O): the tiles only
+  add rows to the same single matmul. Narrower tiles do fewer wasted multiply-adds
+  (Wt/KW times a direct convolution) with a smaller band; `pick_band_tile` picks the width.
+
   Args:
     x: (N, H, W, C).
     kernel: (KH, KW, C, O).
     strides: (SH, SW).
     pads: ((top, bottom), (left, right)).
+    tile: output columns per tile (a divisor of WO); None: `pick_band_tile`'s rule.
 
   Returns:
     (N, HO, WO, O).
+
+  Raises:
+    ValueError: if the padded input is smaller than the kernel, or for a bad `tile`.
   """
   if any(p for pair in pads for p in pair):
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
@@ -210,12 +251,19 @@ def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   if ho < 1 or wo < 1:
     raise ValueError(f'input spatial size {(h, w)} (after padding) is smaller than the '
                      f'kernel {(kh, kw)}')
-  xr = x.reshape(n, h, w * c)
-  rows = [lax.slice(xr, (0, i, 0), (n, i + sh * (ho - 1) + 1, w * c), (1, sh, 1))
+  tile = pick_band_tile(wo, o, tile)
+  t = wo // tile
+  wt = sw * (tile - 1) + kw  # input columns one tile reads
+  if t == 1:
+    xt = x[:, :, :wt, :]
+  else:
+    xt = jnp.stack([x[:, :, sw * tile * j:sw * tile * j + wt, :] for j in range(t)], axis=2)
+  xt = xt.reshape(n, h, t, wt * c)
+  rows = [lax.slice(xt, (0, i, 0, 0), (n, i + sh * (ho - 1) + 1, t, wt * c), (1, sh, 1, 1))
           for i in range(kh)]
-  xx = rows[0] if kh == 1 else jnp.concatenate(rows, axis=-1)  # (N, HO, KH*W*C)
-  y = lax.dot_general(xx, banded_kernel(kernel, w, sw), (((2,), (0,)), ((), ())))
-  return y.reshape(n, ho, wo, o)
+  xx = rows[0] if kh == 1 else jnp.concatenate(rows, axis=-1)  # (N, HO, T, KH*Wt*C)
+  y = lax.dot_general(xx, banded_kernel(kernel, wt, sw), (((3,), (0,)), ((), ())))
+  return y.reshape(n, ho, wo, o)  # (N, HO, T, tile*O): T and tile are WO's two factors
 
 
 class Conv(nn.Module):
@@ -236,6 +284,8 @@ class Conv(nn.Module):
       XLA:CPU for a one-channel input (1.6 vs 8.9 ms per LeNet conv1 batch of 64) but its
       transpose is ~5x slower than the slices' one, so use it only where no gradient
       flows into the input: the first layer, whose input is data.
+    band_tile: output columns per band tile under 'banded' (a divisor of the output
+      width); None picks by `pick_band_tile`'s rule.
     kernel_init, bias_init: initialisers.
     dtype: computation dtype; parameters are kept in `param_dtype`.
     param_dtype: parameter dtype.
@@ -247,6 +297,7 @@ class Conv(nn.Module):
   use_bias: bool = True
   impl: str = 'xla'
   patches: str = 'slices'
+  band_tile: int | None = None
   kernel_init: Initializer = caffe_xavier
   bias_init: Initializer = nn.initializers.zeros_init()
   dtype: Any = jnp.float32
@@ -275,7 +326,7 @@ class Conv(nn.Module):
       y = lax.conv_general_dilated(x, kernel, st, pads,
                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     elif self.impl == 'banded':
-      y = banded_conv(x, kernel, st, pads)
+      y = banded_conv(x, kernel, st, pads, self.band_tile)
     else:
       if ks == (1, 1) and pads == ((0, 0), (0, 0)):
         cols = x[:, ::st[0], ::st[1], :]  # a 1x1 conv is a matmul already
