@@ -10,10 +10,15 @@ populations of P models, and in the same process:
   random indices) when `torch` is importable (the `bench` extra), else a sequential
   one-model JAX loop (a jitted `population.train_step` called from Python).
 
+Timing runs in rounds: each round times the reference once and then every P once, so
+each ratio compares runs taken seconds apart (this machine's speed drifts by a third
+over minutes). A P's images/s is its best round; its ratio (`x ref`) is the median over
+rounds of its images/s over the reference's in the same round.
+
 It prints a table (P, images/s, GFLOP/s, fraction of the matmul peak, ratio to the
 reference, bytes per model) and, as its LAST line, one JSON object with at least
-`images_per_s` (at P=32, or the largest P run), `reference_images_per_s`, `ratio` and
-`peak_gflops`.
+`images_per_s` (at P=32, or the largest P run), `reference_images_per_s` (best round),
+`ratio` (median paired ratio), `peak_gflops`, and every round's figures (`rounds`).
 
   python -m benchmarks.population_throughput                      # P in 1,8,32,128
   python -m benchmarks.population_throughput --quick              # seconds, for tests
@@ -33,6 +38,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -101,42 +107,51 @@ def _compiled_bytes(trainer, state, members, data, steps) -> int:
              - m.alias_size_in_bytes)
 
 
-def time_population(trainer: pop.Trainer, p: int, data: pop.TrainData, steps: int,
-                    repeats: int, mesh=None) -> dict:
-  """Compiles one chunk of `steps` steps for P models, then times `repeats` chunks.
+class PopulationRun:
+  """One population of P models, compiled; `run()` times one chunk of `steps` steps.
 
   With a `mesh`, the model axis is sharded over its devices (P is padded to a multiple
   of the device count by `population.pad_population`; only the P real models count).
   """
-  members = make_population(p, np.asarray(data.labels))
-  if mesh is not None:
-    members, _ = pop.pad_population(members, mesh.devices.size)
-    data = pop.place(data, mesh, replicated=True)
-  members = pop.place(members, mesh)
-  state = pop.init_population(trainer, members)
-  nbytes = _compiled_bytes(trainer, state, members, data, steps)
-  if mesh is not None and nbytes > 0:
-    nbytes *= mesh.devices.size  # XLA reports one device's program; data is replicated
-  t0 = time.perf_counter()
-  state, metrics = pop.train_chunk(trainer, state, members, data, steps)
-  jax.block_until_ready(metrics)
-  compile_s = time.perf_counter() - t0
-  times = []
-  for _ in range(repeats):
+
+  def __init__(self, trainer: pop.Trainer, p: int, data: pop.TrainData, steps: int,
+               mesh=None):
+    self.trainer, self.p, self.steps = trainer, p, steps
+    members = make_population(p, np.asarray(data.labels))
+    if mesh is not None:
+      members, _ = pop.pad_population(members, mesh.devices.size)
+      data = pop.place(data, mesh, replicated=True)
+    self.members, self.data = pop.place(members, mesh), data
+    self.state = pop.init_population(trainer, self.members)
+    nbytes = _compiled_bytes(trainer, self.state, self.members, data, steps)
+    if mesh is not None and nbytes > 0:
+      nbytes *= mesh.devices.size  # XLA reports one device's program; data is replicated
+    self.bytes_total = nbytes
+    self.first_call_s = self.run()
+    self.images_per_s: list[float] = []  # one per timed round
+
+  def run(self) -> float:
+    """Seconds for one chunk (the state carries over, as in training)."""
     t0 = time.perf_counter()
-    state, metrics = pop.train_chunk(trainer, state, members, data, steps)
+    self.state, metrics = pop.train_chunk(self.trainer, self.state, self.members, self.data,
+                                          self.steps)
     jax.block_until_ready(metrics)
-    times.append(time.perf_counter() - t0)
-  if not np.all(np.isfinite(np.asarray(metrics["loss"]))):
-    raise RuntimeError(f"P={p}: non-finite loss in the benchmark run")
-  best = min(times)
-  return {"P": p, "images_per_s": p * steps * trainer.batch_size / best,
-          "median_images_per_s": p * steps * trainer.batch_size / float(np.median(times)),
-          "first_call_s": compile_s, "bytes_total": nbytes}
+    seconds = time.perf_counter() - t0
+    if not np.all(np.isfinite(np.asarray(metrics["loss"]))):
+      raise RuntimeError(f"P={self.p}: non-finite loss in the benchmark run")
+    return seconds
+
+  def time_round(self) -> float:
+    ips = self.p * self.steps * self.trainer.batch_size / self.run()
+    self.images_per_s.append(ips)
+    return ips
 
 
-def torch_reference(data: pop.TrainData, steps: int, repeats: int) -> float | None:
-  """Images/s of a PyTorch one-model LeNet-5 SGD loop (None if torch is not installed)."""
+def torch_reference(data: pop.TrainData, steps: int) -> Callable[[], float] | None:
+  """A PyTorch one-model LeNet-5 SGD loop (None if torch is not installed).
+
+  Returns a function that runs `steps` steps and gives their images/s.
+  """
   try:
     import torch
   except ImportError:
@@ -163,31 +178,36 @@ def torch_reference(data: pop.TrainData, steps: int, repeats: int) -> float | No
     return loss.item()
 
   run(5)
-  best = float("inf")
-  for _ in range(repeats):
+
+  def timed() -> float:
     t0 = time.perf_counter()
     run(steps)
-    best = min(best, time.perf_counter() - t0)
-  return steps * BATCH / best
+    return steps * BATCH / (time.perf_counter() - t0)
+
+  return timed
 
 
-def jax_loop_reference(trainer: pop.Trainer, data: pop.TrainData, steps: int,
-                       repeats: int) -> float:
-  """Images/s of one model stepped from Python by a jitted `population.train_step`."""
+def jax_loop_reference(trainer: pop.Trainer, data: pop.TrainData,
+                       steps: int) -> Callable[[], float]:
+  """One model stepped from Python by a jitted `population.train_step`.
+
+  Returns a function that runs `steps` steps and gives their images/s.
+  """
   members = make_population(1, np.asarray(data.labels))
   member = jax.tree.map(lambda x: jnp.asarray(x[0]), members)
-  state = jax.jit(pop.init_state, static_argnums=0)(trainer, member)
+  box = [jax.jit(pop.init_state, static_argnums=0)(trainer, member)]
   step = jax.jit(pop.train_step, static_argnums=0, donate_argnums=1)
-  state, m = step(trainer, state, member, data)
+  box[0], m = step(trainer, box[0], member, data)
   jax.block_until_ready(m)
-  best = float("inf")
-  for _ in range(repeats):
+
+  def timed() -> float:
     t0 = time.perf_counter()
     for _ in range(steps):
-      state, m = step(trainer, state, member, data)
+      box[0], m = step(trainer, box[0], member, data)
     jax.block_until_ready(m)
-    best = min(best, time.perf_counter() - t0)
-  return steps * trainer.batch_size / best
+    return steps * trainer.batch_size / (time.perf_counter() - t0)
+
+  return timed
 
 
 def _fit_memory(rows: list[dict], budget_bytes: float) -> dict:
@@ -211,7 +231,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--populations", default="1,8,32,128",
                   help="comma-separated population sizes P")
   ap.add_argument("--steps", type=int, default=50, help="steps per timed chunk")
-  ap.add_argument("--repeats", type=int, default=3, help="timed chunks per P (best kept)")
+  ap.add_argument("--repeats", type=int, default=3,
+                  help="timed rounds (reference, then each P, per round)")
   ap.add_argument("--conv-impl", default="auto", help="'auto', 'xla' or 'im2col'")
   ap.add_argument("--reference", default="auto", choices=("auto", "torch", "jax"),
                   help="torch if importable (auto), or the sequential JAX loop")
@@ -225,10 +246,10 @@ def main(argv=None) -> dict:
                   help="models per device per step (Trainer.model_block); default: per "
                   "backend (1 on CPU, all elsewhere)")
   ap.add_argument("--quick", action="store_true",
-                  help="P in 1,4, 3 steps, 1 repeat, small data (a smoke test)")
+                  help="P in 1,4, 3 steps, 2 rounds, small data (a smoke test)")
   a = ap.parse_args(argv)
   if a.quick:
-    a.populations, a.steps, a.repeats, a.train_size = "1,4", 3, 1, 512
+    a.populations, a.steps, a.repeats, a.train_size = "1,4", 3, 2, 512
   populations = [int(p) for p in a.populations.split(",")]
   if not populations or min(populations) < 1:
     raise ValueError(f"--populations must be positive ints, got {a.populations!r}")
@@ -259,34 +280,48 @@ def main(argv=None) -> dict:
       raise ValueError("--reference torch but torch is not importable")
     ref_kind = "torch" if has_torch else "jax"
 
-  def reference() -> float:
-    if ref_kind == "torch":
-      return torch_reference(data, a.steps * 2, a.repeats)
-    return jax_loop_reference(trainer, data, a.steps, a.repeats)
+  if ref_kind == "torch":
+    reference = torch_reference(data, a.steps * 2)
+  else:
+    reference = jax_loop_reference(trainer, data, a.steps)
 
-  # The reference is timed before AND after the populations and the faster kept: on a
-  # shared machine a load spike then cannot flatter the ratio.
-  refs = [reference()]
-  print(f"# matmul peak {peak:.1f} GFLOP/s; reference ({ref_kind} one-model loop) "
-        f"{refs[0]:.0f} img/s", flush=True)
-  rows = []
+  # Rounds: each times the reference and then every P back to back, so that a ratio is
+  # taken between runs seconds apart. This machine's speed drifts by 30% or more over
+  # minutes (the matmul peak alone has measured 185-277 GFLOP/s in one hour), which
+  # would swamp a ratio of two figures taken minutes apart. A P's images/s is its best
+  # round; its ratio is the MEDIAN over rounds of the paired ratio.
+  runs = []
   for p in populations:
-    r = time_population(trainer, p, data, a.steps, a.repeats, mesh)
-    print(f"# P={p}: {r['images_per_s']:.0f} img/s", flush=True)
-    rows.append(r)
-  refs.append(reference())
+    runs.append(PopulationRun(trainer, p, data, a.steps, mesh))
+    print(f"# P={p}: compiled, first call {runs[-1].first_call_s:.1f} s", flush=True)
+  refs = []
+  for i in range(a.repeats):
+    refs.append(reference())
+    line = [f"reference {refs[-1]:.0f}"]
+    for run in runs:
+      line.append(f"P={run.p} {run.time_round():.0f}")
+    print(f"# round {i + 1}/{a.repeats} (img/s): " + ", ".join(line), flush=True)
   ref = max(refs)
-  print(f"# reference again: {refs[1]:.0f} img/s; kept {ref:.0f}", flush=True)
+  print(f"# matmul peak {peak:.1f} GFLOP/s; reference ({ref_kind} one-model loop) best "
+        f"{ref:.0f} img/s", flush=True)
   print(f"{'P':>5} {'img/s':>9} {'median':>9} {'GFLOP/s':>8} {'of peak':>8} "
         f"{'x ref':>6} {'MiB/model':>10} {'1st call s':>10}", flush=True)
-  for r in rows:
-    p = r["P"]
+  rows = []
+  for run in runs:
+    ips = np.array(run.images_per_s)
+    r = {"P": run.p, "images_per_s": float(ips.max()),
+         "median_images_per_s": float(np.median(ips)),
+         "ratio": float(np.median(ips / np.array(refs))),
+         "first_call_s": run.first_call_s, "bytes_total": run.bytes_total,
+         "rounds": [round(x, 1) for x in ips.tolist()]}
     r["gflops"] = r["images_per_s"] * FLOP_PER_IMAGE / 1e9
     r["fraction_of_peak"] = r["gflops"] / peak
-    r["ratio"] = r["images_per_s"] / ref
-    print(f"{p:5d} {r['images_per_s']:9.0f} {r['median_images_per_s']:9.0f} "
+    rows.append(r)
+    print(f"{run.p:5d} {r['images_per_s']:9.0f} {r['median_images_per_s']:9.0f} "
           f"{r['gflops']:8.1f} {r['fraction_of_peak']:8.2f} {r['ratio']:6.2f} "
-          f"{r['bytes_total'] / p / 2 ** 20:10.2f} {r['first_call_s']:10.1f}", flush=True)
+          f"{r['bytes_total'] / run.p / 2 ** 20:10.2f} {r['first_call_s']:10.1f}", flush=True)
+  print("# x ref: median over rounds of (P's images/s / the reference's in that round)",
+        flush=True)
   mem = _fit_memory(rows, budget)
   if mem:
     print(f"# memory: {mem['bytes_per_model'] / 2 ** 20:.2f} MiB per model + "
@@ -298,7 +333,8 @@ def main(argv=None) -> dict:
   result = {
       "images_per_s": round(main_row["images_per_s"], 1), "P": main_row["P"],
       "reference": ref_kind, "reference_images_per_s": round(ref, 1),
-      "reference_runs": [round(x, 1) for x in refs],
+      "rounds": {"reference": [round(x, 1) for x in refs],
+                 **{str(r["P"]): r["rounds"] for r in rows}},
       "ratio": round(main_row["ratio"], 3),
       "ratio_p1": None if one is None else round(one["ratio"], 3),
       "peak_gflops": round(peak, 1),
