@@ -11,6 +11,8 @@ study (22,500 LeNet-5s) would take at that rate. Last line: one JSON object.
   # blocks of models looped inside the chunk instead of one vmap over all of them
   python -m benchmarks.gpu_population --sizes=256,2048 --impls=im2col,banded --steps=100
   python -m benchmarks.gpu_population --sizes=2048 --impls=im2col --model-block=256
+  # and mixed precision (Trainer.compute_dtype; 2026-11-28, session 3)
+  python -m benchmarks.gpu_population --sizes=2048 --impls=im2col --dtypes=float32,bfloat16
 
 On CPU it runs too (use small sizes); figures from a GPU lease are recorded in
 benchmarks/README.md.
@@ -43,9 +45,10 @@ def _members(p: int, labels: np.ndarray):
       enumerate(plans)])
 
 
-def measure(impl: str, p: int, steps: int, data, labels, model_block=None) -> dict:
+def measure(impl: str, p: int, steps: int, data, labels, model_block=None,
+            dtype: str = "float32") -> dict:
   trainer = pop.Trainer(batch_size=BATCH, total_steps=PAPER_ITERATIONS, conv_impl=impl,
-                        model_block=model_block)
+                        model_block=model_block, compute_dtype=dtype)
   members = jax.device_put(_members(p, labels))
   state = pop.init_population(trainer, members)
   t0 = time.perf_counter()
@@ -59,7 +62,7 @@ def measure(impl: str, p: int, steps: int, data, labels, model_block=None) -> di
   images_per_s = p * steps * BATCH / dt
   nets_per_hour = images_per_s * 3600 / (PAPER_ITERATIONS * BATCH)
   stats = jax.devices()[0].memory_stats() or {}
-  return {"impl": impl, "P": p, "model_block": model_block, "steps": steps,
+  return {"impl": impl, "P": p, "model_block": model_block, "dtype": dtype, "steps": steps,
           "seconds": dt, "compile_s": compile_s,
           "images_per_s": images_per_s, "networks_per_hour": nets_per_hour,
           "paper_mnist_study_hours": PAPER_NETWORKS / nets_per_hour,
@@ -74,6 +77,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--model-block", type=int, default=None,
                   help="Trainer.model_block (default: per backend; all models on a GPU)")
   ap.add_argument("--train-size", type=int, default=60_000, help="examples on the device")
+  ap.add_argument("--dtypes", default="float32",
+                  help="Trainer.compute_dtype values to run, e.g. float32,bfloat16")
   args = ap.parse_args(argv)
   rng = np.random.default_rng(0)
   n = args.train_size
@@ -81,14 +86,15 @@ def main(argv=None) -> dict:
   data = jax.device_put(pop.TrainData(rng.random((n, 28, 28, 1), dtype=np.float32), labels))
   print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
   results = []
-  for impl in args.impls.split(","):
-    for p in (int(s) for s in args.sizes.split(",")):
-      r = measure(impl, p, args.steps, data, labels, args.model_block)
-      results.append(r)
-      print(f"{impl:7s} P={p:5d}: {r['images_per_s']:12,.0f} img/s "
-            f"{r['networks_per_hour']:9,.0f} nets/h  paper study "
-            f"{r['paper_mnist_study_hours']:8.2f} h  (compile {r['compile_s']:.1f}s, "
-            f"peak mem {r['peak_bytes_in_use']})", flush=True)
+  for dtype in args.dtypes.split(","):
+    for impl in args.impls.split(","):
+      for p in (int(s) for s in args.sizes.split(",")):
+        r = measure(impl, p, args.steps, data, labels, args.model_block, dtype)
+        results.append(r)
+        print(f"{impl:7s} {dtype:8s} P={p:5d}: {r['images_per_s']:12,.0f} img/s "
+              f"{r['networks_per_hour']:9,.0f} nets/h  paper study "
+              f"{r['paper_mnist_study_hours']:8.2f} h  (compile {r['compile_s']:.1f}s, "
+              f"peak mem {r['peak_bytes_in_use']})", flush=True)
   best = max(results, key=lambda r: r["images_per_s"])
   out = {"device": jax.devices()[0].device_kind, "results": results, "best": best}
   print(json.dumps(out))

@@ -59,6 +59,9 @@ MODEL_AXIS = "models"
 TRACE_COUNT = {"train_chunk": 0, "predict": 0}
 
 
+COMPUTE_DTYPES = ("float32", "bfloat16")
+
+
 @dataclasses.dataclass(frozen=True)
 class Trainer:
   """Static description of a population's training program (hashable: a jit static arg).
@@ -85,6 +88,11 @@ class Trainer:
       (an accelerator wants the widest batched matmuls). A block that does not divide
       the per-device population is lowered to the largest one that does. Results do not
       depend on it: models are independent.
+    compute_dtype: dtype of activations and of the convolution/matmul inputs,
+      "float32" (default) or "bfloat16" (mixed precision for accelerators: parameters,
+      gradients, optimiser state and the loss stay float32; logits are cast to float32
+      before the loss). On CPU bfloat16 is emulated and slow; it exists for GPUs/TPUs,
+      where it is still to be measured (benchmarks/README.md).
   """
   model: str = "lenet5"
   num_classes: int = 10
@@ -97,6 +105,7 @@ class Trainer:
   conv_impl: str = "auto"
   input_shape: tuple = (28, 28, 1)
   model_block: int | None = None
+  compute_dtype: str = "float32"
 
   def __post_init__(self):
     if self.model_block is not None and (isinstance(self.model_block, bool)
@@ -104,9 +113,13 @@ class Trainer:
                                          or self.model_block < 1):
       raise ValueError(f"model_block must be None (per backend) or an int >= 1, got "
                        f"{self.model_block!r}")
+    if self.compute_dtype not in COMPUTE_DTYPES:
+      raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got "
+                       f"{self.compute_dtype!r}")
 
   def module(self):
-    return models.get(self.model, num_classes=self.num_classes, conv_impl=self.conv_impl)
+    return models.get(self.model, num_classes=self.num_classes, conv_impl=self.conv_impl,
+                      dtype=jnp.dtype(self.compute_dtype))
 
   def lr_schedule(self) -> optim.Schedule:
     kwargs = dict(self.schedule_kwargs)
@@ -320,6 +333,7 @@ def loss_fn(trainer: Trainer, params, batch_stats, member: Member, images, label
   else:
     logits = module.apply(variables, images, train=True, rngs={"dropout": dropout_key})
     new_stats = batch_stats
+  logits = logits.astype(jnp.float32)  # the loss in float32 under a bfloat16 compute_dtype
   weights = jnp.where(step >= member.reweight_start, member.class_weights,
                       jnp.ones_like(member.class_weights))
   loss = losses.imbalance_loss(
@@ -465,7 +479,7 @@ def _predict(trainer, params, batch_stats, images, batch_size):
       variables["batch_stats"] = bs
 
     def body(_, xb):
-      return None, module.apply(variables, xb, train=False)
+      return None, module.apply(variables, xb, train=False).astype(jnp.float32)
 
     _, out = jax.lax.scan(body, None, x)
     return out.reshape((-1, out.shape[-1]))[:n]

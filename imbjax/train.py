@@ -403,7 +403,8 @@ def _trainer(config, data: StudyData) -> population.Trainer:
       schedule_kwargs=tuple(sorted(dict(config.schedule_kwargs).items())),
       momentum=config.momentum, weight_decay=config.weight_decay,
       conv_impl=config.conv_impl, input_shape=_input_shape(config, data),
-      model_block=config.get("model_block"))
+      model_block=config.get("model_block"),
+      compute_dtype=config.get("compute_dtype", "float32"))
 
 
 def _input_shape(config, data: StudyData) -> tuple:

@@ -65,9 +65,11 @@ def test_gpu_device_check_script_runs_on_cpu(capsys):
   """The script a short device lease runs must not fail there for a Python reason."""
   from benchmarks import gpu_population
   out = gpu_population.main(["--sizes=1,2", "--impls=banded", "--steps=2",
-                             "--model-block=1", "--train-size=256"])
-  assert [(r["impl"], r["P"], r["model_block"]) for r in out["results"]] == [
-      ("banded", 1, 1), ("banded", 2, 1)]
+                             "--model-block=1", "--train-size=256",
+                             "--dtypes=float32,bfloat16"])
+  assert [(r["impl"], r["P"], r["model_block"], r["dtype"]) for r in out["results"]] == [
+      ("banded", 1, 1, "float32"), ("banded", 2, 1, "float32"),
+      ("banded", 1, 1, "bfloat16"), ("banded", 2, 1, "bfloat16")]
   for r in out["results"]:
     assert r["images_per_s"] > 0
     assert r["paper_mnist_study_hours"] == pytest.approx(

@@ -107,6 +107,40 @@ def test_model_block_does_not_change_results(data):
       pop.Trainer(model_block=bad)
 
 
+def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(data):
+  """compute_dtype='bfloat16': activations in bf16, everything stored stays float32."""
+  labels = np.asarray(data.labels)
+  stacked = pop.stack_members(_members(labels, [dict(base_lr=0.01), dict(base_lr=0.02)]))
+  out = {}
+  for dtype in ("float32", "bfloat16"):
+    trainer = pop.Trainer(batch_size=B, total_steps=STEPS, compute_dtype=dtype)
+    state = pop.init_population(trainer, stacked)
+    state, metrics = pop.train_chunk(trainer, state, stacked, data, 6)
+    logits = pop.predict(trainer, state, data.images[:32], batch_size=16)
+    out[dtype] = (state, metrics, logits)
+    # The module really computes in the requested dtype.
+    module = trainer.module()
+    params0 = jax.tree.map(lambda x: x[0], state.params)
+    raw = module.apply({"params": params0}, data.images[:2], train=False)
+    assert raw.dtype == jnp.dtype(dtype)
+  (s32, m32, l32), (s16, m16, l16) = out["float32"], out["bfloat16"]
+  for leaf in jax.tree.leaves((s16.params, s16.opt_state)):
+    assert leaf.dtype in (jnp.float32, jnp.int32), leaf.dtype
+  assert l16.dtype == jnp.float32 and m16["loss"].dtype == jnp.float32
+  # Same training within bf16 rounding (8 mantissa bits), but not bit-identical.
+  np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=3e-2)
+  # Training trajectories drift apart; the forward pass of the SAME parameters must agree
+  # within bf16 rounding (logits of order 1, relative error ~2^-8 per op).
+  bf16 = pop.Trainer(batch_size=B, total_steps=STEPS, compute_dtype="bfloat16")
+  same = pop.predict(bf16, s32, data.images[:32], batch_size=16)
+  assert same.dtype == jnp.float32
+  np.testing.assert_allclose(same, l32, atol=0.05 * float(np.abs(l32).max()))
+  assert not np.array_equal(np.asarray(same), np.asarray(l32))
+  assert np.all(np.isfinite(np.asarray(l16)))
+  with pytest.raises(ValueError, match=r"compute_dtype must be one of .*float16"):
+    pop.Trainer(compute_dtype="float16")
+
+
 def test_same_key_same_numbers_and_compiles_once(data):
   labels = np.asarray(data.labels)
   trainer = pop.Trainer(batch_size=B, total_steps=STEPS)

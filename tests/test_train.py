@@ -133,9 +133,16 @@ def test_sweep_binary_on_two_cpu_devices_matches_one_device(full_run, tmp_path):
   assert "on 2 device(s)" in proc.stdout
   sharded, full = _rows(tmp_path), _rows(full_dir)
   assert sharded.keys() == full.keys()
+  # One-thread devices sum some matmuls in another order than the two-thread device of
+  # the reference run (float reassociation, ~1e-6 relative), which can flip the argmax
+  # of a test example that sits on a decision boundary. So: AUC within 1e-4, and the
+  # accuracies within one example of the 450-example test set (measured on 2 Intel Xeon
+  # cores: AUC within 2.1e-5, one example flipped in one of 24 models).
   for key, row in full.items():
-    for field in _NUMBERS:
-      assert sharded[key][field] == pytest.approx(row[field], abs=1e-5), (key, field)
+    assert sharded[key]["auc"] == pytest.approx(row["auc"], abs=1e-4), key
+    for field in ("accuracy", "thresholded_accuracy", "balanced_accuracy"):
+      # one example: 1/450 = 2.2e-3 (balanced accuracy weighs it 1/(C n_c) ~ 2.3e-3)
+      assert sharded[key][field] == pytest.approx(row[field], abs=2.5e-3), (key, field)
 
 
 def test_incompatible_config_is_refused(full_run):

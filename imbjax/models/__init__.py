@@ -59,8 +59,9 @@ _REGISTRY: dict[str, tuple[type[nn.Module], tuple[int, int, int], tuple[str, ...
 #   for All-CNN. ResNet-10 keeps 'xla' off CPU: XLA:GPU aborts compiling its vmapped
 #   im2col graph (a Triton GEMM tiling check).
 # - 2 AMD EPYC cores: for LeNet-5's narrow images 'banded' beats im2col ~1.3-1.4x in the
-#   population step (not measured on a GPU yet). All-CNN's 32-wide images would cost
-#   ~11x the multiply-adds banded, so it stays im2col.
+#   population step (not measured on a GPU yet); band tiles added ~1.25x more on 2 Intel
+#   Xeon cores. All-CNN's 32-wide images would cost several times the multiply-adds
+#   banded (32/3 untiled), so it stays im2col.
 _AUTO_IMPL = {
     'lenet5': ('banded', 'im2col'),
     'allcnn': ('im2col', 'im2col'),

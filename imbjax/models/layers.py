@@ -12,9 +12,10 @@ with per-model kernels becomes a grouped convolution (4-8x slower), and inside
   under `vmap` it becomes a batched matmul; max-pooling 2x2/2 as reshape + max. The
   choice on GPU for LeNet-5 and All-CNN, and on CPU for All-CNN and ResNet-10.
 - ``impl='banded'``: whole image rows times a banded (block-Toeplitz) kernel matrix, ONE
-  matmul per layer with large K and N (`banded_conv`). More multiply-adds than im2col
-  (W/KW times a direct convolution) but far less data movement; the choice on CPU for
-  LeNet-5, whose images are narrow (28 and 12 columns for 5-wide kernels).
+  matmul per layer with large K and N (`banded_conv`), the output columns cut into tiles
+  that share one band. More multiply-adds than im2col ((tile+KW-1)/KW times a direct
+  convolution) but far less data movement; the choice on CPU for LeNet-5, whose images
+  are narrow (28 and 12 columns for 5-wide kernels).
 
 All have the same parameters ('kernel' HWIO, 'bias'), so a checkpoint or a parameter
 tree is interchangeable between them; tests check equal logits and gradients.
@@ -36,6 +37,10 @@ Measured with benchmarks/conv_lowering.py (LeNet-5, P models vmapped, value_and_
   (benchmarks/README.md). The profile of one im2col step: 38% of the time went to
   building conv2's 25-fold patches and summing their gradients, and its conv2 matmuls
   (4096x500 @ 500x50) ran at ~80 GFLOP/s against ~200 for the banded ones.
+- XLA:CPU, 2 idle Intel Xeon cores, 2026-11-28: conv2 in band tiles of 4 columns
+  (1024x800 @ 800x200) instead of one band (512x1200 @ 1200x400): +25-30% for the whole
+  step at P=1 and P=32; 5,430 / 5,500 img/s at P=1 / 32, 1.22x / 1.19x a PyTorch loop
+  timed in the same rounds (benchmarks/README.md).
 """
 
 from __future__ import annotations
@@ -216,7 +221,7 @@ def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   Output row r needs input rows ``s*r + i`` for i < KH; those KH rows, each flattened
   to W*C values, are concatenated (KH contiguous chunks, not KH*KW small ones as in
   im2col) and multiplied by the (KH*W*C, WO*O) banded kernel, which computes the
-  whole output row at once. It does W/KW times the multiply-adds of a direct
+  whole output row at once. Untiled it does W/KW times the multiply-adds of a direct
   convolution (2.4x for LeNet-5's conv2, 5.6x for conv1) but replaces im2col's KH*KW-fold
   patch copies, which dominate a small CNN's step on XLA:CPU, by a KH-fold row copy, and
   its matmuls have large K and N (e.g. 512x1200 @ 1200x400 instead of 4096x500 @ 500x50:
