@@ -253,6 +253,8 @@ def main(argv=None) -> dict:
   populations = [int(p) for p in a.populations.split(",")]
   if not populations or min(populations) < 1:
     raise ValueError(f"--populations must be positive ints, got {a.populations!r}")
+  if a.repeats < 1 or a.steps < 1:
+    raise ValueError(f"--repeats and --steps must be >= 1, got {a.repeats} and {a.steps}")
   if a.memory_gib is None:
     budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   else:

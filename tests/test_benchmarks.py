@@ -59,6 +59,8 @@ def test_quick_run_prints_table_and_json_last(capsys):
 def test_bad_population_flag_is_refused():
   with pytest.raises(ValueError, match="populations"):
     bench.main(["--populations", "0"])
+  with pytest.raises(ValueError, match="--repeats and --steps must be >= 1, got 0 and 50"):
+    bench.main(["--repeats", "0"])
 
 
 def test_gpu_device_check_script_runs_on_cpu(capsys):

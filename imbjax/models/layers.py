@@ -187,9 +187,10 @@ def banded_kernel(kernel: jax.Array, width: int, strides_w: int = 1) -> jax.Arra
 # matmul columns (tile width * output channels). Measured on 2 Intel Xeon cores,
 # 2026-11-28, the engine's LeNet-5 step, interleaved A/B in one process: conv2
 # (12 columns in, 8 out, 50 channels) in tiles of 4 (band 800x200, 1.6x the
-# multiply-adds of a direct convolution) ran ~15% faster than one band of 8 (1200x400,
-# 2.4x) at P=1 and P=32; tiles of 2 (600x100) were slower again. For conv1 (28 in, 24
-# out, 20 channels) tiles of 12 (80x240) and of 24 (140x480) measured the same.
+# multiply-adds of a direct convolution) made the whole step 25-30% faster than one band
+# of 8 (1200x400, 2.4x) at P=1 and P=32; tiles of 2 (600x100) were slower than 4. For
+# conv1 (28 in, 24 out, 20 channels) tiles of 12 (80x240) and of 24 (140x480) measured
+# the same.
 _MIN_BAND_COLS = 192
 
 
