@@ -13,15 +13,19 @@ study (22,500 LeNet-5s) would take at that rate. Last line: one JSON object.
   python -m benchmarks.gpu_population --sizes=2048 --impls=im2col --model-block=256
   # and mixed precision (Trainer.compute_dtype; 2026-11-28, session 3)
   python -m benchmarks.gpu_population --sizes=2048 --impls=im2col --dtypes=float32,bfloat16
+  # on a lease, add --markdown=$OUT/gpu.md to bring back a section for benchmarks/README.md
 
 On CPU it runs too (use small sizes); figures from a GPU lease are recorded in
-benchmarks/README.md.
+benchmarks/README.md: `--markdown FILE` appends a dated section (the command and a table)
+ready to paste there.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
+import sys
 import time
 
 import jax
@@ -69,6 +73,23 @@ def measure(impl: str, p: int, steps: int, data, labels, model_block=None,
           "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
 
 
+def markdown(out: dict, command: str) -> str:
+  """A dated section for benchmarks/README.md: the command and one table row per run."""
+  when = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+  lines = [f"### {out['device']}, measured {when} (jax {jax.__version__})", "",
+           "```bash", command, "```", "",
+           "| conv lowering | dtype | P | model_block | images/s | LeNet-5s per hour "
+           "(10k it. x 64) | paper's MNIST study (22,500 nets) | peak memory |",
+           "|---|---|---|---|---|---|---|---|"]
+  for r in out["results"]:
+    mem = r["peak_bytes_in_use"]
+    lines.append(f"| {r['impl']} | {r['dtype']} | {r['P']:,} | {r['model_block']} | "
+                 f"{r['images_per_s']:,.0f} | {r['networks_per_hour']:,.0f} | "
+                 f"{r['paper_mnist_study_hours']:.2f} h | "
+                 f"{'-' if mem is None else f'{mem / 1e9:.1f} GB'} |")
+  return "\n".join(lines) + "\n"
+
+
 def main(argv=None) -> dict:
   ap = argparse.ArgumentParser()
   ap.add_argument("--sizes", default="1,256,2048")
@@ -79,6 +100,9 @@ def main(argv=None) -> dict:
   ap.add_argument("--train-size", type=int, default=60_000, help="examples on the device")
   ap.add_argument("--dtypes", default="float32",
                   help="Trainer.compute_dtype values to run, e.g. float32,bfloat16")
+  ap.add_argument("--markdown", default=None,
+                  help="also append a dated markdown section (command + table) to this "
+                  "file, for benchmarks/README.md (e.g. $OUT/gpu.md on a device lease)")
   args = ap.parse_args(argv)
   rng = np.random.default_rng(0)
   n = args.train_size
@@ -97,6 +121,16 @@ def main(argv=None) -> dict:
               f"peak mem {r['peak_bytes_in_use']})", flush=True)
   best = max(results, key=lambda r: r["images_per_s"])
   out = {"device": jax.devices()[0].device_kind, "results": results, "best": best}
+  if args.markdown:
+    given, shown = list(argv if argv is not None else sys.argv[1:]), []
+    while given:  # the command as run, less --markdown and its value
+      a = given.pop(0)
+      if a == "--markdown":
+        given = given[1:]
+      elif not a.startswith("--markdown="):
+        shown.append(a)
+    with open(args.markdown, "a") as f:
+      f.write(markdown(out, " ".join(["python -m benchmarks.gpu_population", *shown])) + "\n")
   print(json.dumps(out))
   return out
 

@@ -63,12 +63,19 @@ def test_bad_population_flag_is_refused():
     bench.main(["--repeats", "0"])
 
 
-def test_gpu_device_check_script_runs_on_cpu(capsys):
+def test_gpu_device_check_script_runs_on_cpu(capsys, tmp_path):
   """The script a short device lease runs must not fail there for a Python reason."""
   from benchmarks import gpu_population
+  md = tmp_path / "gpu.md"
   out = gpu_population.main(["--sizes=1,2", "--impls=banded", "--steps=2",
                              "--model-block=1", "--train-size=256",
-                             "--dtypes=float32,bfloat16"])
+                             "--dtypes=float32,bfloat16", "--markdown", str(md)])
+  section = md.read_text()
+  assert "python -m benchmarks.gpu_population --sizes=1,2 --impls=banded" in section
+  assert "--markdown" not in section and str(md) not in section
+  rows = [line for line in section.splitlines() if line.startswith("| banded |")]
+  assert len(rows) == 4 and rows[2].startswith("| banded | bfloat16 | 1 | 1 |")
+  assert f"{out['results'][0]['images_per_s']:,.0f}" in rows[0]
   assert [(r["impl"], r["P"], r["model_block"], r["dtype"]) for r in out["results"]] == [
       ("banded", 1, 1, "float32"), ("banded", 2, 1, "float32"),
       ("banded", 1, 1, "bfloat16"), ("banded", 2, 1, "bfloat16")]
