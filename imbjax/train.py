@@ -686,8 +686,14 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
 
 
 def fingerprint(config) -> dict:
-  return {k: (list(v) if isinstance(v, tuple) else v)
-          for k, v in ((f, config.get(f)) for f in FINGERPRINT_FIELDS)}
+  out = {k: (list(v) if isinstance(v, tuple) else v)
+         for k, v in ((f, config.get(f)) for f in FINGERPRINT_FIELDS)}
+  # bfloat16 computes other numbers than float32, so a workdir must not mix them. The
+  # float32 default is left out so that workdirs written before the field existed resume.
+  dtype = config.get("compute_dtype", "float32")
+  if dtype != "float32":
+    out["compute_dtype"] = dtype
+  return out
 
 
 def validate_config(config) -> None:

@@ -150,6 +150,10 @@ def test_incompatible_config_is_refused(full_run):
   changed = _config(population_size=3, iterations=config.iterations + 1)
   with pytest.raises(ValueError, match="iterations"):
     train.train_and_evaluate(changed, workdir, log=lambda *_: None)
+  # Mixed precision gives other numbers: it may not continue a float32 workdir.
+  with pytest.raises(ValueError, match="compute_dtype"):
+    train.train_and_evaluate(_config(population_size=3, compute_dtype="bfloat16"), workdir,
+                             log=lambda *_: None)
 
 
 def test_bad_config_names_the_value(tmp_path):
