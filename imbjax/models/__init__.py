@@ -60,8 +60,8 @@ _REGISTRY: dict[str, tuple[type[nn.Module], tuple[int, int, int], tuple[str, ...
 #   im2col graph (a Triton GEMM tiling check).
 # - 2 AMD EPYC cores: for LeNet-5's narrow images 'banded' beats im2col ~1.3-1.4x in the
 #   population step (not measured on a GPU yet); band tiles added ~1.25x more on 2 Intel
-#   Xeon cores. All-CNN's 32-wide images would cost several times the multiply-adds
-#   banded (32/3 untiled), so it stays im2col.
+#   Xeon cores. All-CNN stays im2col: banded (tiles of 1-2 columns) trained 0.9x as fast
+#   (61.6 vs 67.9 img/s, 2 models, batch 64, 2 Intel Xeon cores, 2026-11-28).
 _AUTO_IMPL = {
     'lenet5': ('banded', 'im2col'),
     'allcnn': ('im2col', 'im2col'),
