@@ -75,14 +75,15 @@ def _check_max_count(max_count: Any) -> int:
   return int(max_count)
 
 
-def _check_rho(rho: Any) -> float:
+def _check_ratio(value: Any, name: str = "rho") -> float:
+  """`value` as a float imbalance ratio (finite, >= 1); the error names it `name`."""
   try:
-    rho_f = float(rho)
+    ratio = float(value)
   except (TypeError, ValueError):
-    raise ValueError(f"rho must be a number >= 1, got {rho!r}") from None
-  if not math.isfinite(rho_f) or rho_f < 1.0:
-    raise ValueError(f"rho must be a finite number >= 1, got {rho!r}")
-  return rho_f
+    ratio = math.nan
+  if not math.isfinite(ratio) or ratio < 1.0:
+    raise ValueError(f"{name} must be a finite number >= 1, got {value!r}")
+  return ratio
 
 
 def _minority_count(max_count: int, rho: float) -> int:
@@ -125,7 +126,7 @@ def step(
   """
   n = _check_num_classes(num_classes)
   max_count = _check_max_count(max_count)
-  rho = _check_rho(rho)
+  rho = _check_ratio(rho)
   try:
     mu_f = float(mu)
   except (TypeError, ValueError):
@@ -184,7 +185,7 @@ def linear(
   """
   n = _check_num_classes(num_classes)
   max_count = _check_max_count(max_count)
-  rho = _check_rho(rho)
+  rho = _check_ratio(rho)
   if order not in ORDER_CHOICES:
     raise ValueError(f"unknown order={order!r}; accepted: {list(ORDER_CHOICES)}")
   lo = _minority_count(max_count, rho)
@@ -224,7 +225,7 @@ def exponential(num_classes: int, max_count: int, rho: float) -> np.ndarray:
   """
   n = _check_num_classes(num_classes)
   max_count = _check_max_count(max_count)
-  rho = _check_rho(rho)
+  rho = _check_ratio(rho)
   imb_factor = 1.0 / rho
   counts = [max(1, int(max_count * (imb_factor ** (i / (n - 1.0))))) for i in range(n)]
   return np.array(counts, dtype=np.int64)

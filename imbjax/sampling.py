@@ -32,7 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from imbjax.imbalance import _as_labels, _host_rng
+from imbjax.imbalance import _as_labels, _check_ratio, _host_rng
 
 __all__ = [
     "class_counts",
@@ -93,16 +93,6 @@ def class_counts(labels: Any, num_classes: int | None = None) -> np.ndarray:
   return np.bincount(arr, minlength=c).astype(np.int64)
 
 
-def _check_ratio(ratio: Any) -> float:
-  try:
-    r = float(ratio)
-  except (TypeError, ValueError):
-    raise ValueError(f"ratio must be a finite number >= 1, got {ratio!r}") from None
-  if not math.isfinite(r) or r < 1.0:
-    raise ValueError(f"ratio must be a finite number >= 1, got {ratio!r}")
-  return r
-
-
 def _nonempty_counts(labels: Any, num_classes: int | None) -> tuple[np.ndarray, np.ndarray]:
   arr, c = _check_labels(labels, num_classes)
   counts = np.bincount(arr, minlength=c).astype(np.int64)
@@ -149,7 +139,7 @@ def oversample(
   Raises:
     ValueError: bad labels, an empty class, or ratio < 1 / not finite.
   """
-  r = _check_ratio(ratio)
+  r = _check_ratio(ratio, "ratio")
   arr, counts = _nonempty_counts(labels, num_classes)
   target_all = _round_half_up(int(counts.max()) / r)
   by_class = np.argsort(arr, kind="stable")
@@ -195,7 +185,7 @@ def undersample(
   Raises:
     ValueError: bad labels, an empty class, or ratio < 1 / not finite.
   """
-  r = _check_ratio(ratio)
+  r = _check_ratio(ratio, "ratio")
   arr, counts = _nonempty_counts(labels, num_classes)
   target_all = _round_half_up(int(counts.min()) * r)
   by_class = np.argsort(arr, kind="stable")

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
@@ -101,9 +100,8 @@ def get(name: str, *, num_classes: int, conv_impl: str = 'auto',
   cls = _entry(name)[0]
   if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 2:
     raise ValueError(f'num_classes must be an int >= 2, got {num_classes!r}')
-  if conv_impl == 'auto':
-    conv_impl = _AUTO_IMPL[name][0 if jax.default_backend() == 'cpu' else 1]
-  return cls(num_classes=num_classes, conv_impl=resolve_conv_impl(conv_impl), dtype=dtype)
+  return cls(num_classes=num_classes,
+             conv_impl=resolve_conv_impl(conv_impl, auto=_AUTO_IMPL[name]), dtype=dtype)
 
 
 def output_layers(name: str) -> tuple[str, ...]:

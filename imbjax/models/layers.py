@@ -65,13 +65,15 @@ caffe_xavier = nn.initializers.variance_scaling(1.0, 'fan_in', 'uniform')
 caffe_msra = nn.initializers.variance_scaling(2.0, 'fan_in', 'normal')
 
 
-def resolve_conv_impl(conv_impl: str) -> str:
+def resolve_conv_impl(conv_impl: str,
+                      auto: tuple[str, str] = ('im2col', 'xla')) -> str:
   """Maps a requested convolution lowering to a concrete one.
 
   Args:
-    conv_impl: one of 'auto', 'xla', 'im2col', 'banded'. 'auto' picks 'im2col' when
-      `jax.default_backend()` is 'cpu' and 'xla' otherwise (GPU/TPU); `models.get`
-      refines 'auto' per model before calling this.
+    conv_impl: one of 'auto', 'xla', 'im2col', 'banded'.
+    auto: what 'auto' means, as (on CPU, on any other backend), chosen by
+      `jax.default_backend()`. The default suits a model nobody has measured; the
+      registered networks pass their own measured pair (`models.get`).
 
   Returns:
     'xla', 'im2col' or 'banded'.
@@ -82,7 +84,7 @@ def resolve_conv_impl(conv_impl: str) -> str:
   if conv_impl not in CONV_IMPLS:
     raise ValueError(f'unknown conv_impl {conv_impl!r}; expected one of {CONV_IMPLS}')
   if conv_impl == 'auto':
-    return 'im2col' if jax.default_backend() == 'cpu' else 'xla'
+    return auto[0] if jax.default_backend() == 'cpu' else auto[1]
   return conv_impl
 
 
