@@ -85,3 +85,17 @@ def test_gpu_device_check_script_runs_on_cpu(capsys, tmp_path):
         gpu_population.PAPER_NETWORKS * gpu_population.PAPER_ITERATIONS
         * gpu_population.BATCH / r["images_per_s"] / 3600)
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
+
+
+def test_gpu_device_check_records_a_failing_configuration_and_goes_on(tmp_path):
+  """One configuration that raises (here a lowering name nobody accepts; on a lease, an
+  out-of-memory P) is recorded with its error, and the other rows still come back."""
+  from benchmarks import gpu_population
+  md = tmp_path / "gpu.md"
+  out = gpu_population.main(["--sizes=1", "--impls=nope,im2col", "--steps=1",
+                             "--train-size=128", "--markdown", str(md)])
+  bad, good = out["results"]
+  assert bad["impl"] == "nope" and "nope" in bad["error"] and "im2col" in bad["error"]
+  assert "error" not in good and good["images_per_s"] > 0 and out["best"] == good
+  rows = [line for line in md.read_text().splitlines() if line.startswith("| nope |")]
+  assert len(rows) == 1 and "failed: ValueError" in rows[0]
