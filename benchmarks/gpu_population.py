@@ -31,7 +31,9 @@ import time
 import jax
 import numpy as np
 
+from benchmarks import population_throughput
 from imbjax import population as pop
+from imbjax.models import layers
 
 PAPER_NETWORKS = 22_500
 PAPER_ITERATIONS = 10_000
@@ -50,27 +52,35 @@ def _members(p: int, labels: np.ndarray):
 
 
 def measure(impl: str, p: int, steps: int, data, labels, model_block=None,
-            dtype: str = "float32") -> dict:
+            dtype: str = "float32", repeats: int = 1) -> dict:
   trainer = pop.Trainer(batch_size=BATCH, total_steps=PAPER_ITERATIONS, conv_impl=impl,
                         model_block=model_block, compute_dtype=dtype)
   members = jax.device_put(_members(p, labels))
   state = pop.init_population(trainer, members)
   t0 = time.perf_counter()
+  # XLA's own account of this configuration's memory (arguments + outputs + temporaries
+  # - donated aliases); the device's peak_bytes_in_use is a process-wide high-water mark,
+  # so in a run of several configurations it repeats the largest one seen so far.
+  xla_bytes = population_throughput.compiled_bytes(trainer, state, members, data, steps)
   state, m = pop.train_chunk(trainer, state, members, data, steps)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
-  t0 = time.perf_counter()
-  state, m = pop.train_chunk(trainer, state, members, data, steps)
-  jax.block_until_ready(m)
-  dt = time.perf_counter() - t0
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    state, m = pop.train_chunk(trainer, state, members, data, steps)
+    jax.block_until_ready(m)
+    times.append(time.perf_counter() - t0)
+  dt = float(np.median(times))
   images_per_s = p * steps * BATCH / dt
   nets_per_hour = images_per_s * 3600 / (PAPER_ITERATIONS * BATCH)
   stats = jax.devices()[0].memory_stats() or {}
   return {"impl": impl, "P": p, "model_block": model_block, "dtype": dtype, "steps": steps,
-          "seconds": dt, "compile_s": compile_s,
+          "min_band_cols": layers._MIN_BAND_COLS,  # pylint: disable=protected-access
+          "seconds": dt, "all_seconds": times, "compile_s": compile_s,
           "images_per_s": images_per_s, "networks_per_hour": nets_per_hour,
           "paper_mnist_study_hours": PAPER_NETWORKS / nets_per_hour,
-          "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
+          "xla_bytes": xla_bytes, "peak_bytes_in_use": stats.get("peak_bytes_in_use")}
 
 
 def markdown(out: dict, command: str) -> str:
@@ -79,18 +89,19 @@ def markdown(out: dict, command: str) -> str:
   lines = [f"### {out['device']}, measured {when} (jax {jax.__version__})", "",
            "```bash", command, "```", "",
            "| conv lowering | dtype | P | model_block | images/s | LeNet-5s per hour "
-           "(10k it. x 64) | paper's MNIST study (22,500 nets) | peak memory |",
+           "(10k it. x 64) | paper's MNIST study (22,500 nets) | memory (XLA, per model) |",
            "|---|---|---|---|---|---|---|---|"]
   for r in out["results"]:
     if "error" in r:
       lines.append(f"| {r['impl']} | {r['dtype']} | {r['P']:,} | {r['model_block']} | "
                    f"failed: {r['error']} | | | |")
       continue
-    mem = r["peak_bytes_in_use"]
+    mem = r["xla_bytes"]
+    mem = "-" if mem < 0 else f"{mem / 1e9:.1f} GB ({mem / r['P'] / 2 ** 20:.1f} MiB)"
     lines.append(f"| {r['impl']} | {r['dtype']} | {r['P']:,} | {r['model_block']} | "
                  f"{r['images_per_s']:,.0f} | {r['networks_per_hour']:,.0f} | "
                  f"{r['paper_mnist_study_hours']:.2f} h | "
-                 f"{'-' if mem is None else f'{mem / 1e9:.1f} GB'} |")
+                 f"{mem} |")
   return "\n".join(lines) + "\n"
 
 
@@ -104,10 +115,23 @@ def main(argv=None) -> dict:
   ap.add_argument("--train-size", type=int, default=60_000, help="examples on the device")
   ap.add_argument("--dtypes", default="float32",
                   help="Trainer.compute_dtype values to run, e.g. float32,bfloat16")
+  ap.add_argument("--repeats", type=int, default=1,
+                  help="timed chunks per configuration; the median is reported")
+  ap.add_argument("--min-band-cols", type=int, default=None,
+                  help="'banded' tile rule: narrowest tile whose band has at least this "
+                  "many columns (imbjax.models.layers._MIN_BAND_COLS, tuned on CPU); "
+                  "1 gives one-column tiles, a large value untiled bands")
   ap.add_argument("--markdown", default=None,
                   help="also append a dated markdown section (command + table) to this "
                   "file, for benchmarks/README.md (e.g. $OUT/gpu.md on a device lease)")
   args = ap.parse_args(argv)
+  if args.steps < 1 or args.repeats < 1:
+    raise ValueError(f"--steps and --repeats must be >= 1, got {args.steps} and "
+                     f"{args.repeats}")
+  if args.min_band_cols is not None:
+    if args.min_band_cols < 1:
+      raise ValueError(f"--min-band-cols must be >= 1, got {args.min_band_cols}")
+    layers._MIN_BAND_COLS = args.min_band_cols  # pylint: disable=protected-access
   rng = np.random.default_rng(0)
   n = args.train_size
   labels = rng.integers(0, 10, n).astype(np.int32)
@@ -118,7 +142,8 @@ def main(argv=None) -> dict:
     for impl in args.impls.split(","):
       for p in (int(s) for s in args.sizes.split(",")):
         try:
-          r = measure(impl, p, args.steps, data, labels, args.model_block, dtype)
+          r = measure(impl, p, args.steps, data, labels, args.model_block, dtype,
+                      args.repeats)
         except Exception as e:  # pylint: disable=broad-except
           # A short lease must not lose the other rows to one failing configuration (an
           # out-of-memory P, a lowering this compiler refuses): record it and go on.
@@ -131,7 +156,7 @@ def main(argv=None) -> dict:
         print(f"{impl:7s} {dtype:8s} P={p:5d}: {r['images_per_s']:12,.0f} img/s "
               f"{r['networks_per_hour']:9,.0f} nets/h  paper study "
               f"{r['paper_mnist_study_hours']:8.2f} h  (compile {r['compile_s']:.1f}s, "
-              f"peak mem {r['peak_bytes_in_use']})", flush=True)
+              f"XLA memory {r['xla_bytes']})", flush=True)
   done = [r for r in results if "error" not in r]
   best = max(done, key=lambda r: r["images_per_s"]) if done else None
   out = {"device": jax.devices()[0].device_kind, "results": results, "best": best}

@@ -96,7 +96,7 @@ def make_population(p: int, labels: np.ndarray, seed: int = 0) -> pop.Member:
   return pop.stack_members(members)
 
 
-def _compiled_bytes(trainer, state, members, data, steps) -> int:
+def compiled_bytes(trainer, state, members, data, steps) -> int:
   """Bytes XLA needs for one chunk call: arguments + outputs + temporaries - aliases."""
   compiled = pop._train_chunk_jit.lower(trainer, state, members, data, steps,
                                        pop.model_shards(members)).compile()
@@ -123,7 +123,7 @@ class PopulationRun:
       data = pop.place(data, mesh, replicated=True)
     self.members, self.data = pop.place(members, mesh), data
     self.state = pop.init_population(trainer, self.members)
-    nbytes = _compiled_bytes(trainer, self.state, self.members, data, steps)
+    nbytes = compiled_bytes(trainer, self.state, self.members, data, steps)
     if mesh is not None and nbytes > 0:
       nbytes *= mesh.devices.size  # XLA reports one device's program; data is replicated
     self.bytes_total = nbytes
