@@ -234,7 +234,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--steps", type=int, default=50, help="steps per timed chunk")
   ap.add_argument("--repeats", type=int, default=3,
                   help="timed rounds (reference, then each P, per round)")
-  ap.add_argument("--conv-impl", default="auto", help="'auto', 'xla' or 'im2col'")
+  ap.add_argument("--conv-impl", default="auto",
+                  help="'auto', 'xla', 'im2col', 'banded' or 'winograd'")
   ap.add_argument("--reference", default="auto", choices=("auto", "torch", "jax"),
                   help="torch if importable (auto), or the sequential JAX loop")
   ap.add_argument("--train-size", type=int, default=10_000, help="examples on the device")

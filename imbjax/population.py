@@ -78,7 +78,8 @@ class Trainer:
     schedule: name of the learning-rate multiplier in `imbjax.optim`.
     schedule_kwargs: its arguments, as a tuple of (name, value) pairs.
     momentum, weight_decay: Caffe SGD settings.
-    conv_impl: convolution lowering ('auto', 'xla', 'im2col', 'banded'); see `imbjax.models`.
+    conv_impl: convolution lowering ('auto', 'xla', 'im2col', 'banded', 'winograd'); see
+      `imbjax.models`.
     input_shape: HWC of one example.
     model_block: how many models (per device) one step processes at once; `train_chunk`
       loops over blocks of that size, each running the whole chunk of steps. None

@@ -96,7 +96,7 @@ def test_unknown_model_name_is_refused_with_the_list(fn):
 
 
 def test_bad_arguments_are_refused():
-  with pytest.raises(ValueError, match=r"'fft'.*auto.*xla.*im2col.*banded"):
+  with pytest.raises(ValueError, match=r"'fft'.*auto.*xla.*im2col.*banded.*winograd"):
     models.get('lenet5', num_classes=10, conv_impl='fft')
   for bad in (1, 0, 2.5, True):
     with pytest.raises(ValueError, match='num_classes'):
@@ -107,13 +107,15 @@ def test_bad_arguments_are_refused():
     layers.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, 'fft')
 
 
-def test_auto_resolves_by_backend_and_model():
-  cpu = jax.default_backend() == 'cpu'
-  assert models.get('lenet5', num_classes=10).conv_impl == ('banded' if cpu else 'im2col')
+@pytest.mark.parametrize('backend', ['cpu', 'gpu', 'tpu'])
+def test_auto_resolves_by_backend_and_model(backend, monkeypatch):
+  monkeypatch.setattr(jax, 'default_backend', lambda: backend)
+  cpu = backend == 'cpu'
+  assert models.get('lenet5', num_classes=10).conv_impl == 'banded'
   assert models.get('allcnn', num_classes=10).conv_impl == 'im2col'
   assert models.get('resnet10', num_classes=10).conv_impl == ('im2col' if cpu else 'xla')
   assert layers.resolve_conv_impl('auto') == ('im2col' if cpu else 'xla')
-  for impl in ('xla', 'im2col', 'banded'):
+  for impl in ('xla', 'im2col', 'banded', 'winograd'):
     assert layers.resolve_conv_impl(impl) == impl
     assert models.get('allcnn', num_classes=10, conv_impl=impl).conv_impl == impl
 
@@ -287,7 +289,7 @@ def _np_lenet(params, x):
   return x @ p['fc2']['kernel'] + p['fc2']['bias']
 
 
-@pytest.mark.parametrize('impl', ['xla', 'im2col', 'banded'])
+@pytest.mark.parametrize('impl', ['xla', 'im2col', 'banded', 'winograd'])
 def test_lenet5_matches_numpy_reference(impl):
   net, v = _init('lenet5', impl, (1, 28, 28, 1))
   # Non-zero biases so their placement is checked too.
@@ -309,7 +311,7 @@ def test_conv_lowerings_match_flax_conv(k, s, p, hw):
   def run(x):
     v = jax.tree.map(lambda a: a + 0.1 if a.ndim == 1 else a, ref.init(KEY, x))
     got = [layers.Conv(4, k, strides=s, padding=p, impl=impl).apply(v, x)
-           for impl in ('xla', 'im2col', 'banded')]
+           for impl in ('xla', 'im2col', 'banded') + (('winograd',) if s == 1 else ())]
     return (ref.apply(v, x), got, layers.im2col_xla_patches(x, (k, k), (s, s), pads),
             layers.im2col_slices(x, (k, k), (s, s), pads))
 
@@ -324,7 +326,7 @@ def test_conv_lowerings_match_flax_conv(k, s, p, hw):
 def test_max_pool_lowerings_match_reduce_window(window, stride, pad, hw):
   x = jax.random.normal(jax.random.key(5), (2, hw, hw, 3))
   want = nn.max_pool(x, (window, window), (stride, stride), [(pad, pad)] * 2)
-  for impl in ('xla', 'im2col', 'banded'):
+  for impl in ('xla', 'im2col', 'banded', 'winograd'):
     np.testing.assert_array_equal(
         _jit(lambda x, impl=impl: layers.max_pool(x, window, stride, impl, pad))(x), want)
 
@@ -389,6 +391,64 @@ def test_band_tile_rule_and_bad_tiles():
     layers.Conv(4, 5, impl='banded', band_tile=3).init(KEY, x)
 
 
+@pytest.mark.parametrize('m,r', [(1, 1), (1, 5), (2, 3), (4, 5), (6, 3), (8, 5), (9, 4)])
+def test_winograd_matrices_compute_the_correlation(m, r):
+  # y[k] = sum_j d[k + j] g[j] for k < m, against numpy, in float64.
+  at, g, bt = layers.winograd_matrices(m, r)
+  assert at.shape == (m, m + r - 1) and g.shape == (m + r - 1, r)
+  rng = np.random.default_rng(m * 10 + r)
+  for _ in range(3):
+    d, f = rng.normal(size=m + r - 1), rng.normal(size=r)
+    want = np.array([d[k:k + r] @ f for k in range(m)])
+    np.testing.assert_allclose(at @ ((g @ f) * (bt @ d)), want, rtol=1e-9, atol=1e-9)
+  with pytest.raises(ValueError, match='interpolation points'):
+    layers.winograd_matrices(9, 5)
+
+
+@pytest.mark.parametrize('k,s,p,hw', [(5, 1, 'VALID', 12), (3, 2, 1, 8), (5, 1, 2, 10)])
+def test_winograd_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw):
+  # Every tile the transforms allow, vertical strides and padding; values and the
+  # kernel and input gradients (JAX differentiates through the linear transforms).
+  x = jax.random.normal(jax.random.key(4), (2, hw, hw + 2, 3))
+  ref = nn.Conv(6, (k, k), strides=(s, 1), padding='VALID' if p == 'VALID' else [(p, p)] * 2)
+  v = ref.init(KEY, x)
+  wo = ref.apply(v, x).shape[2]
+  pads = layers._padding_pairs(p, (k, k))
+  loss = lambda f: (lambda kern, x: (f(kern, x) ** 2).sum())
+  want = jax.grad(loss(lambda kern, x: ref.apply({'params': {**v['params'], 'kernel': kern}},
+                                                 x) - v['params']['bias']), (0, 1))
+  want_y = ref.apply(v, x) - v['params']['bias']
+  want_g = want(v['params']['kernel'], x)
+  tiles = [d for d in range(1, wo + 1) if wo % d == 0 and d + k - 1 <= 12]
+  assert len(tiles) > 1
+  for tile in tiles:
+    f = lambda kern, x, tile=tile: layers.winograd_conv(x, kern, (s, 1), pads, tile)
+    np.testing.assert_allclose(_jit(f)(v['params']['kernel'], x), want_y, rtol=1e-4,
+                               atol=1e-4)
+    for g, w in zip(_jit(jax.grad(loss(f), (0, 1)))(v['params']['kernel'], x), want_g):
+      np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-4)
+
+
+def test_winograd_tile_rule_and_refusals():
+  # LeNet-5: conv1 (24 columns out) and conv2 (8 out), 5-wide kernels -> 8 (12 points).
+  assert layers.pick_winograd_tile(24, 5) == 8
+  assert layers.pick_winograd_tile(8, 5) == 8
+  assert layers.pick_winograd_tile(11, 3) == 1  # a prime width: one column per transform
+  assert layers.pick_winograd_tile(8, 5, 4) == 4
+  for bad in (3, 0, -4, 2.0, True):
+    with pytest.raises(ValueError, match=r'divisor of the output width 8 \(one of \[1, 2, 4, 8\]\)'):
+      layers.pick_winograd_tile(8, 5, bad)
+  with pytest.raises(ValueError, match='needs 16 points, more than 12.*at most 8 columns'):
+    layers.pick_winograd_tile(24, 5, 12)
+  with pytest.raises(ValueError, match="up to 12 columns wide, got 13"):
+    layers.pick_winograd_tile(4, 13)
+  x = jnp.zeros((1, 12, 12, 2))
+  with pytest.raises(ValueError, match="horizontal stride of 1, got 2; use 'banded'"):
+    layers.Conv(4, 3, strides=2, impl='winograd').init(KEY, x)
+  with pytest.raises(ValueError, match='got 3'):
+    layers.Conv(4, 5, impl='winograd', winograd_tile=3).init(KEY, x)
+
+
 @pytest.mark.parametrize('width,stride', [(12, 1), (9, 2), (5, 1)])
 def test_banded_kernel_places_each_tap_on_its_diagonal(width, stride):
   kh, kw, c, o = 2, 3, 2, 4
@@ -445,11 +505,13 @@ def test_im2col_equals_xla_single_and_vmapped(name):
 
   # 'banded' for the narrow-image model it is chosen for; it is exact for any model
   # (test_conv_lowerings_match_flax_conv) but costs W/KW times the multiply-adds.
-  impls = ('xla', 'im2col', 'banded') if name == 'lenet5' else ('xla', 'im2col')
+  impls = (('xla', 'im2col', 'banded', 'winograd') if name == 'lenet5'
+           else ('xla', 'im2col'))
   one, pop = run(vs, xs, ys, kds)
   _assert_trees_close(pop['im2col'], pop['xla'], rtol)
-  if 'banded' in pop:
-    _assert_trees_close(pop['banded'], pop['xla'], rtol)
+  for impl in ('banded', 'winograd'):
+    if impl in pop:
+      _assert_trees_close(pop[impl], pop['xla'], rtol)
   # One model alone (no vmap) is the population's first model under either lowering.
   _assert_trees_close(one, jax.tree.map(lambda a: a[0], pop['xla']), rtol)
   _assert_trees_close(one, jax.tree.map(lambda a: a[0], pop['im2col']), rtol)
@@ -500,3 +562,20 @@ def test_allcnn_dropout_train_vs_eval():
   assert np.all(np.asarray(e1) >= 0)  # Table 3 keeps a ReLU on the last convolution
   with pytest.raises(Exception, match='dropout'):
     jax.eval_shape(lambda v, x: net.apply(v, x, train=True), v, x)
+
+
+def test_winograd_in_bfloat16_is_as_close_to_float32_as_banded():
+  # Winograd computes in float32 under a bfloat16 compute dtype (its output transform
+  # cancels terms up to 3^7 times larger; bfloat16 matmul inputs gave a 17% error), so
+  # its bfloat16 error is that of its rounded inputs and output, like banded's.
+  x = jax.random.normal(jax.random.key(6), (4, 12, 12, 20))
+  k = jax.random.normal(jax.random.key(7), (5, 5, 20, 50)) * 0.05
+  pads = ((0, 0), (0, 0))
+  want = layers.banded_conv(x, k, (1, 1), pads)
+  scale = float(jnp.abs(want).max())
+  err = {}
+  for name, f in (('banded', layers.banded_conv), ('winograd', layers.winograd_conv)):
+    y = f(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16), (1, 1), pads)
+    assert y.dtype == jnp.bfloat16
+    err[name] = float(jnp.abs(y.astype(jnp.float32) - want).max()) / scale
+  assert 1e-4 < err['banded'] < 3e-2 and err['winograd'] < 1.5 * err['banded'], err

@@ -52,7 +52,7 @@ def get_config() -> ml_collections.ConfigDict:
   c.chunk_steps = 500           # steps per compiled lax.scan call
   c.curve_test_examples = 1000  # test examples scored at each chunk for Figure 8 (0 = off)
   c.eval_batch_size = 4000        # test examples in flight per evaluation step, all models
-  c.conv_impl = "auto"          # 'auto' | 'xla' | 'im2col' | 'banded'
+  c.conv_impl = "auto"          # 'auto' | 'xla' | 'im2col' | 'banded' | 'winograd'
   c.model_block = None          # models per device per step; None: 1 on CPU, all elsewhere
   c.compute_dtype = "float32"   # or "bfloat16": activations and matmul inputs (accelerators)
   c.checkpoint_every = 0        # steps between Orbax checkpoints (0 = off; groups are the unit)

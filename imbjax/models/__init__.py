@@ -54,15 +54,17 @@ _REGISTRY: dict[str, tuple[type[nn.Module], tuple[int, int, int], tuple[str, ...
 
 # What 'auto' means, per model: (on CPU, elsewhere). From measurements
 # (benchmarks/README.md, 2026-11-28):
-# - H200: under `vmap`, im2col beats XLA's grouped convolution 2.6x for LeNet-5 and ~5x
-#   for All-CNN. ResNet-10 keeps 'xla' off CPU: XLA:GPU aborts compiling its vmapped
-#   im2col graph (a Triton GEMM tiling check).
-# - 2 AMD EPYC cores: for LeNet-5's narrow images 'banded' beats im2col ~1.3-1.4x in the
-#   population step (not measured on a GPU yet); band tiles added ~1.25x more on 2 Intel
-#   Xeon cores. All-CNN stays im2col: banded (tiles of 1-2 columns) trained 0.9x as fast
-#   (61.6 vs 67.9 img/s, 2 models, batch 64, 2 Intel Xeon cores, 2026-11-28).
+# - LeNet-5 'banded' everywhere: on 2 AMD EPYC cores it beat im2col ~1.3-1.4x in the
+#   population step, band tiles added ~1.25x more on 2 Intel Xeon cores, and on an H200
+#   (P=2048, batch 64) it trained 1.7x as fast as im2col in float32 (2.45M vs 1.43M
+#   images/s) and 2.2x in bfloat16 (4.06M vs 1.79M).
+# - All-CNN 'im2col': on the H200 im2col beat XLA's grouped convolution under `vmap`
+#   ~5x; banded (tiles of 1-2 columns) trained 0.9x as fast as im2col on CPU (61.6 vs
+#   67.9 img/s, 2 models, batch 64, 2 Intel Xeon cores). Banded is unmeasured on a GPU.
+# - ResNet-10 keeps 'xla' off CPU: XLA:GPU aborts compiling its vmapped im2col graph (a
+#   Triton GEMM tiling check).
 _AUTO_IMPL = {
-    'lenet5': ('banded', 'im2col'),
+    'lenet5': ('banded', 'banded'),
     'allcnn': ('im2col', 'im2col'),
     'resnet10': ('im2col', 'xla'),
 }
@@ -87,8 +89,8 @@ def get(name: str, *, num_classes: int, conv_impl: str = 'auto',
     name: one of `names()`.
     num_classes: number of output logits (>= 2).
     conv_impl: 'auto', 'xla', 'im2col' or 'banded'; 'auto' is resolved now from the
-      model and `jax.default_backend()`: LeNet-5 'banded' on CPU, else 'im2col';
-      All-CNN 'im2col'; ResNet-10 'im2col' on CPU, else 'xla'.
+      model and `jax.default_backend()`: LeNet-5 'banded'; All-CNN 'im2col';
+      ResNet-10 'im2col' on CPU, else 'xla'.
     dtype: computation dtype (parameters stay float32).
 
   Returns:

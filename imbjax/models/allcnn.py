@@ -40,7 +40,8 @@ class AllCNN(nn.Module):
 
   Attributes:
     num_classes: output classes.
-    conv_impl: 'xla', 'im2col' or 'banded' (already resolved; see `imbjax.models.get`).
+    conv_impl: 'xla', 'im2col', 'banded' or 'winograd' (already resolved; see
+      `imbjax.models.get`).
     dtype: computation dtype.
 
   Parameter tree: 'conv1' ... 'conv9' (output layers 'conv8', 'conv9'). With

@@ -1,4 +1,4 @@
-"""Convolution and pooling lowered three ways, chosen per backend and model.
+"""Convolution and pooling lowered four ways, chosen per backend and model.
 
 The population engine `jax.vmap`s a whole train step over a leading model axis, so
 every model brings its own kernels. On XLA:CPU a vmapped `lax.conv_general_dilated`
@@ -16,6 +16,11 @@ with per-model kernels becomes a grouped convolution (4-8x slower), and inside
   that share one band. More multiply-adds than im2col ((tile+KW-1)/KW times a direct
   convolution) but far less data movement; the choice on CPU for LeNet-5, whose images
   are narrow (28 and 12 columns for 5-wide kernels).
+- ``impl='winograd'``: the 1-D Winograd transform F(m, KW) along the width, and image
+  rows stacked along the height (`winograd_conv`): one batched matmul over the
+  transform's points with K = KH*C, N = O. Fewer multiply-adds than a direct
+  convolution (LeNet-5's conv2: 0.48x) at a float32 rounding cost of ~1e-6-2e-5
+  relative; horizontal stride 1 only.
 
 All have the same parameters ('kernel' HWIO, 'bias'), so a checkpoint or a parameter
 tree is interchangeable between them; tests check equal logits and gradients.
@@ -45,16 +50,19 @@ Measured with benchmarks/conv_lowering.py (LeNet-5, P models vmapped, value_and_
 
 from __future__ import annotations
 
+import fractions
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 from jax import lax
 
-CONV_IMPLS = ('auto', 'xla', 'im2col', 'banded')
-_CONCRETE_IMPLS = ('xla', 'im2col', 'banded')
+CONV_IMPLS = ('auto', 'xla', 'im2col', 'banded', 'winograd')
+_CONCRETE_IMPLS = ('xla', 'im2col', 'banded', 'winograd')
 
 Initializer = Callable[..., jax.Array]
 
@@ -274,6 +282,170 @@ def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   return y.reshape(n, ho, wo, o)  # (N, HO, T, tile*O): T and tile are WO's two factors
 
 
+# Interpolation points of `winograd_matrices`, in the order they are taken (plus the
+# point at infinity): small integers and their reciprocals keep the transforms' entries
+# small, which is what bounds the float error (Lavin & Gray 2016, "Fast algorithms for
+# convolutional neural networks"). Their number caps a transform at 12 points (tile +
+# KW - 1): the float32 error grows fast with the points (LeNet-5's conv2, max error
+# relative to the largest output: 1.7e-6 with 8 points, 2.2e-5 with 12, and a 5x5
+# kernel in tiles of 10 on 14 points, adding +-4: 4e-4).
+_WINOGRAD_POINTS = tuple(fractions.Fraction(p) for p in (
+    0, 1, -1, 2, -2, '1/2', '-1/2', 3, -3, '1/3', '-1/3'))
+_MAX_WINOGRAD_POINTS = len(_WINOGRAD_POINTS) + 1
+
+
+def _exact_inverse(rows: list[list[fractions.Fraction]]) -> list[list[fractions.Fraction]]:
+  """Gauss-Jordan inverse in exact rational arithmetic (the matrices are <= 16x16)."""
+  n = len(rows)
+  a = [list(r) + [fractions.Fraction(int(i == j)) for j in range(n)]
+       for i, r in enumerate(rows)]
+  for col in range(n):
+    piv = next(r for r in range(col, n) if a[r][col] != 0)
+    a[col], a[piv] = a[piv], a[col]
+    inv = 1 / a[col][col]
+    a[col] = [v * inv for v in a[col]]
+    for r in range(n):
+      if r != col and a[r][col] != 0:
+        f = a[r][col]
+        a[r] = [v - f * w for v, w in zip(a[r], a[col])]
+  return [r[n:] for r in a]
+
+
+@functools.lru_cache(maxsize=None)
+def winograd_matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """The 1-D Winograd (Toom-Cook) correlation F(m, r) as (A^T, G, B^T).
+
+  For a window `d` of n = m + r - 1 inputs and a filter `g` of r taps, the m outputs
+  ``y[k] = sum_j d[k + j] g[j]`` are ``A^T ((G g) * (B^T d))``: n multiplications
+  instead of m * r. Built from the transposed Toom-Cook algorithm on n - 1 points of
+  `_WINOGRAD_POINTS` and the point at infinity: with V_k the (n, k) evaluation matrix of
+  polynomials of degree < k, G = V_r, A^T = V_m^T and B^T = V_n^-T. Computed exactly in
+  rationals, then rounded once to float64.
+
+  Args:
+    m: outputs per transform (>= 1).
+    r: filter taps (>= 1).
+
+  Returns:
+    A^T (m, n), G (n, r), B^T (n, n) as float64 arrays.
+
+  Raises:
+    ValueError: if m or r < 1, or n - 1 exceeds the points available.
+  """
+  n = m + r - 1
+  if m < 1 or r < 1 or n > _MAX_WINOGRAD_POINTS:
+    raise ValueError(f'Winograd F(m={m}, r={r}) needs m, r >= 1 and m + r - 1 <= '
+                     f'{_MAX_WINOGRAD_POINTS} interpolation points')
+  pts = _WINOGRAD_POINTS[:n - 1]
+
+  def vander(k):
+    one, zero = fractions.Fraction(1), fractions.Fraction(0)
+    return [[p ** j for j in range(k)] for p in pts] + [
+        [zero] * (k - 1) + [one]]  # the point at infinity: the leading coefficient
+
+  vn_inv = _exact_inverse(vander(n))
+  as_array = lambda rows: np.array([[float(v) for v in row] for row in rows])
+  at = as_array(vander(m)).T
+  g = as_array(vander(r))
+  bt = as_array(vn_inv).T
+  return at, g, bt
+
+
+def pick_winograd_tile(wo: int, kw: int, tile: int | None = None) -> int:
+  """Outputs per Winograd transform in `winograd_conv`: `tile`, or the auto rule.
+
+  The auto rule takes the widest divisor of `wo` whose transform has at most
+  `_MAX_WINOGRAD_POINTS` points (tile + kw - 1): wider tiles save more multiplies.
+
+  Raises:
+    ValueError: if `tile` is given and is not a positive divisor of `wo`, or needs more
+      than `_MAX_WINOGRAD_POINTS` points, or the kernel alone is wider than that.
+  """
+  divisors = [d for d in range(1, wo + 1) if wo % d == 0]
+  if kw > _MAX_WINOGRAD_POINTS:
+    raise ValueError(f"'winograd' takes kernels up to {_MAX_WINOGRAD_POINTS} columns wide, "
+                     f"got {kw}; use 'banded' or 'im2col'")
+  if tile is not None:
+    if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1 or wo % tile:
+      raise ValueError(f'Winograd tile must be a divisor of the output width {wo} '
+                       f'(one of {divisors}), got {tile!r}')
+    if tile + kw - 1 > _MAX_WINOGRAD_POINTS:
+      raise ValueError(f'Winograd tile {tile} with a {kw}-wide kernel needs '
+                       f'{tile + kw - 1} points, more than {_MAX_WINOGRAD_POINTS} (float32 '
+                       f'error grows with them); at most {_MAX_WINOGRAD_POINTS + 1 - kw} '
+                       'columns per tile')
+    return tile
+  return max(d for d in divisors if d + kw - 1 <= _MAX_WINOGRAD_POINTS)
+
+
+def winograd_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
+                  pads: tuple[tuple[int, int], ...], tile: int | None = None) -> jax.Array:
+  """Convolution with a 1-D Winograd transform along the width and stacked rows.
+
+  The output width is cut into tiles of m = `tile` columns; each reads a window of
+  n = m + KW - 1 input columns. Along the width, F(m, KW) (`winograd_matrices`) turns
+  the window into n transformed columns (B^T), and every kernel row into n transformed
+  taps (G). Transformed column xi of output row r then only needs transformed column
+  xi of input rows r*SH .. r*SH + KH - 1 with transformed tap xi of every kernel row:
+  ONE batched matmul over the n values of xi, with K = KH*C and N = O, whose results
+  A^T maps back to the m output columns. That is KH*C*O*n/m multiply-adds per output
+  column against KH*KW*C*O for a direct convolution (LeNet-5's conv2 in tiles of 8:
+  0.48x; the banded lowering's 1.6x), for the price of three small transforms.
+
+  Exact in real arithmetic; in float32 the transforms add rounding that grows with n
+  (`_MAX_WINOGRAD_POINTS`). It computes in float32 even under a bfloat16 compute dtype
+  (then only its inputs and result are bfloat16): its output transform cancels large
+  terms, which bfloat16 matmul inputs would not survive. Gradients are JAX's own: the
+  transforms are linear maps.
+
+  Args:
+    x: (N, H, W, C).
+    kernel: (KH, KW, C, O).
+    strides: (SH, SW); SW must be 1.
+    pads: ((top, bottom), (left, right)).
+    tile: output columns per transform (a divisor of WO); None: `pick_winograd_tile`.
+
+  Returns:
+    (N, HO, WO, O).
+
+  Raises:
+    ValueError: for a horizontal stride other than 1, an input smaller than the kernel,
+      or a bad `tile`.
+  """
+  sh, sw = strides
+  if sw != 1:
+    raise ValueError(f"'winograd' needs a horizontal stride of 1, got {sw}; use 'banded' "
+                     "or 'im2col' for strided convolutions")
+  if any(p for pair in pads for p in pair):
+    x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+  n, h, w, c = x.shape
+  kh, kw, _, o = kernel.shape
+  ho, wo = (h - kh) // sh + 1, w - kw + 1
+  if ho < 1 or wo < 1:
+    raise ValueError(f'input spatial size {(h, w)} (after padding) is smaller than the '
+                     f'kernel {(kh, kw)}')
+  m = pick_winograd_tile(wo, kw, tile)
+  t, pts = wo // m, m + kw - 1
+  # All of it runs in at least float32 whatever the compute dtype: A^T's entries reach
+  # 3^7 for 12 points, and the output transform cancels large terms, so bfloat16 matmul
+  # inputs gave a 17% error (LeNet-5's conv2 shape, tiles of 8) against banded's 0.4%.
+  # The result is cast back to the compute dtype.
+  ft = jnp.promote_types(x.dtype, jnp.float32)
+  at, g, bt = (jnp.asarray(a, ft) for a in winograd_matrices(m, kw))
+  if t == 1:
+    win = x[:, :, None, :pts, :]
+  else:
+    win = jnp.stack([x[:, :, m * j:m * j + pts, :] for j in range(t)], axis=2)
+  d = jnp.einsum('xp,nhtpc->xnhtc', bt, win.astype(ft))  # (pts, N, H, T, C)
+  rows = [lax.slice_in_dim(d, i, i + sh * (ho - 1) + 1, sh, axis=2) for i in range(kh)]
+  u = rows[0] if kh == 1 else jnp.concatenate(rows, axis=-1)  # (pts, N, HO, T, KH*C)
+  v = jnp.einsum('xj,ijco->xico', g, kernel.astype(ft))
+  prod = lax.dot_general(u.reshape(pts, n * ho * t, kh * c), v.reshape(pts, kh * c, o),
+                         (((2,), (1,)), ((0,), (0,))))  # (pts, N*HO*T, O)
+  y = jnp.einsum('mx,xnhto->nhtmo', at, prod.reshape(pts, n, ho, t, o))
+  return y.reshape(n, ho, wo, o).astype(x.dtype)
+
+
 class Conv(nn.Module):
   """2-D convolution over NHWC inputs with a choice of lowering.
 
@@ -286,7 +458,8 @@ class Conv(nn.Module):
     strides: int or (SH, SW).
     padding: 'VALID' or a symmetric zero pad in pixels (Caffe's `pad`).
     use_bias: whether to add a bias.
-    impl: 'xla', 'im2col' or 'banded' (resolve 'auto' with `resolve_conv_impl` first).
+    impl: 'xla', 'im2col', 'banded' or 'winograd' (resolve 'auto' with
+      `resolve_conv_impl` first).
     patches: how 'im2col' builds its patches: 'slices' (`im2col_slices`; cheap to
       differentiate) or 'xla' (`im2col_xla_patches`). 'xla' is ~5x faster forward on
       XLA:CPU for a one-channel input (1.6 vs 8.9 ms per LeNet conv1 batch of 64) but its
@@ -294,6 +467,8 @@ class Conv(nn.Module):
       flows into the input: the first layer, whose input is data.
     band_tile: output columns per band tile under 'banded' (a divisor of the output
       width); None picks by `pick_band_tile`'s rule.
+    winograd_tile: output columns per transform under 'winograd' (a divisor of the
+      output width); None picks by `pick_winograd_tile`'s rule.
     kernel_init, bias_init: initialisers.
     dtype: computation dtype; parameters are kept in `param_dtype`.
     param_dtype: parameter dtype.
@@ -306,6 +481,7 @@ class Conv(nn.Module):
   impl: str = 'xla'
   patches: str = 'slices'
   band_tile: int | None = None
+  winograd_tile: int | None = None
   kernel_init: Initializer = caffe_xavier
   bias_init: Initializer = nn.initializers.zeros_init()
   dtype: Any = jnp.float32
@@ -335,6 +511,8 @@ class Conv(nn.Module):
                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     elif self.impl == 'banded':
       y = banded_conv(x, kernel, st, pads, self.band_tile)
+    elif self.impl == 'winograd':
+      y = winograd_conv(x, kernel, st, pads, self.winograd_tile)
     else:
       if ks == (1, 1) and pads == ((0, 0), (0, 0)):
         cols = x[:, ::st[0], ::st[1], :]  # a 1x1 conv is a matmul already
@@ -388,18 +566,19 @@ _tiled_max.defvjp(_tiled_max_fwd, _tiled_max_bwd)
 def max_pool(x: jax.Array, window: int, stride: int, impl: str, padding: int = 0) -> jax.Array:
   """Max pooling over NHWC with a lowering matched to the convolution lowering.
 
-  Non-overlapping windows (window == stride, no padding) under 'im2col' and 'banded'
-  are a reshape + max, which stays cheap under vmap and scan on CPU; any remainder
-  rows/cols are dropped (floor, as 'VALID'). Under 'banded' the gradient goes to the
-  first maximum of each window, as with 'xla' (`_tiled_max`); under 'im2col' it is split
-  among tied maxima (`jnp.max`). Overlapping windows are a max over strided slices.
-  'xla' uses `reduce_window` (`nn.max_pool`). Padding is with -inf.
+  Non-overlapping windows (window == stride, no padding) under 'im2col', 'banded' and
+  'winograd' are a reshape + max, which stays cheap under vmap and scan on CPU; any
+  remainder rows/cols are dropped (floor, as 'VALID'). Under 'banded' and 'winograd'
+  the gradient goes to the first maximum of each window, as with 'xla' (`_tiled_max`);
+  under 'im2col' it is split among tied maxima (`jnp.max`). Overlapping windows are a
+  max over strided slices. 'xla' uses `reduce_window` (`nn.max_pool`). Padding is with
+  -inf.
 
   Args:
     x: (N, H, W, C).
     window: square window size.
     stride: square stride.
-    impl: 'xla', 'im2col' or 'banded'.
+    impl: one of `_CONCRETE_IMPLS`.
     padding: symmetric padding in pixels (padded values never win).
 
   Returns:
@@ -423,7 +602,7 @@ def max_pool(x: jax.Array, window: int, stride: int, impl: str, padding: int = 0
     # 'im2col' keeps jnp.max's gradient: on XLA:CPU the custom one fused into im2col's
     # 25-way patch-gradient sum and conv1's transpose and made that fusion 17x slower
     # (584 vs 35 ms per 64 model-steps); the H200 figures were measured with jnp.max.
-    return _tiled_max(x) if impl == 'banded' else x.max(axis=(2, 4))
+    return _tiled_max(x) if impl in ('banded', 'winograd') else x.max(axis=(2, 4))
   if padding:
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)
   n, h, w, c = x.shape

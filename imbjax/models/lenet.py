@@ -22,7 +22,8 @@ class LeNet5(nn.Module):
 
   Attributes:
     num_classes: output classes.
-    conv_impl: 'xla', 'im2col' or 'banded' (already resolved; see `imbjax.models.get`).
+    conv_impl: 'xla', 'im2col', 'banded' or 'winograd' (already resolved; see
+      `imbjax.models.get`).
     dtype: computation dtype.
 
   Parameter tree: 'conv1', 'conv2', 'fc1', 'fc2' (output layer 'fc2').

@@ -38,7 +38,7 @@ class BasicBlock(nn.Module):
   Attributes:
     features: output channels.
     strides: stride of the first conv and of the projection.
-    conv_impl: 'xla', 'im2col' or 'banded'.
+    conv_impl: 'xla', 'im2col', 'banded' or 'winograd'.
     dtype: computation dtype.
   """
   features: int
@@ -68,7 +68,8 @@ class ResNet10(nn.Module):
 
   Attributes:
     num_classes: output classes.
-    conv_impl: 'xla', 'im2col' or 'banded' (already resolved; see `imbjax.models.get`).
+    conv_impl: 'xla', 'im2col', 'banded' or 'winograd' (already resolved; see
+      `imbjax.models.get`).
     dtype: computation dtype.
 
   Parameter tree: 'conv1', 'bn1', 'stage1' ... 'stage4' (each with 'conv1', 'bn1',
