@@ -404,7 +404,7 @@ def _trainer(config, data: StudyData) -> population.Trainer:
       momentum=config.momentum, weight_decay=config.weight_decay,
       conv_impl=config.conv_impl, input_shape=_input_shape(config, data),
       model_block=config.get("model_block"),
-      compute_dtype=config.get("compute_dtype", "float32"))
+      compute_dtype=config.get("compute_dtype", "auto"))
 
 
 def _input_shape(config, data: StudyData) -> tuple:
@@ -688,9 +688,10 @@ def train_group(config, group: Group, data: StudyData, trainer: population.Train
 def fingerprint(config) -> dict:
   out = {k: (list(v) if isinstance(v, tuple) else v)
          for k, v in ((f, config.get(f)) for f in FINGERPRINT_FIELDS)}
-  # bfloat16 computes other numbers than float32, so a workdir must not mix them. The
-  # float32 default is left out so that workdirs written before the field existed resume.
-  dtype = config.get("compute_dtype", "float32")
+  # bfloat16 computes other numbers than float32, so a workdir must not mix them ('auto'
+  # enters as what it resolves to here). float32 is left out so that workdirs written
+  # before the field existed resume.
+  dtype = population.resolve_compute_dtype(config.get("compute_dtype", "auto"))
   if dtype != "float32":
     out["compute_dtype"] = dtype
   return out

@@ -111,7 +111,7 @@ def test_bad_arguments_are_refused():
 def test_auto_resolves_by_backend_and_model(backend, monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: backend)
   cpu = backend == 'cpu'
-  assert models.get('lenet5', num_classes=10).conv_impl == 'banded'
+  assert models.get('lenet5', num_classes=10).conv_impl == ('winograd' if cpu else 'banded')
   assert models.get('allcnn', num_classes=10).conv_impl == 'im2col'
   assert models.get('resnet10', num_classes=10).conv_impl == ('im2col' if cpu else 'xla')
   assert layers.resolve_conv_impl('auto') == ('im2col' if cpu else 'xla')
@@ -579,3 +579,16 @@ def test_winograd_in_bfloat16_is_as_close_to_float32_as_banded():
     assert y.dtype == jnp.bfloat16
     err[name] = float(jnp.abs(y.astype(jnp.float32) - want).max()) / scale
   assert 1e-4 < err['banded'] < 3e-2 and err['winograd'] < 1.5 * err['banded'], err
+
+
+def test_lenet5_under_winograd_runs_conv1_banded_and_conv2_winograd(monkeypatch):
+  # A one-channel conv1 gives Winograd's matmul K = 5; LeNet-5 keeps it banded.
+  seen = {'banded': [], 'winograd': []}
+  for name in seen:
+    real = getattr(layers, f'{name}_conv')
+    monkeypatch.setattr(layers, f'{name}_conv',
+                        lambda x, *a, real=real, name=name: seen[name].append(x.shape[-1])
+                        or real(x, *a))
+  net = models.get('lenet5', num_classes=10, conv_impl='winograd')
+  net.init(KEY, jnp.zeros((2, 28, 28, 1)))
+  assert seen == {'banded': [1], 'winograd': [20]}

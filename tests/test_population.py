@@ -141,6 +141,22 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(data):
     pop.Trainer(compute_dtype="float16")
 
 
+@pytest.mark.parametrize("backend,want", [("cpu", "float32"), ("gpu", "bfloat16"),
+                                          ("tpu", "bfloat16")])
+def test_auto_compute_dtype_resolves_per_backend_once(backend, want, monkeypatch):
+  monkeypatch.setattr(jax, "default_backend", lambda: backend)
+  assert pop.resolve_compute_dtype("auto") == want
+  trainer = pop.Trainer(compute_dtype="auto")
+  assert trainer.compute_dtype == want  # stored resolved: hash and program agree
+  assert trainer == pop.Trainer(compute_dtype=want)
+  assert hash(trainer) == hash(pop.Trainer(compute_dtype=want))
+  assert pop.Trainer().compute_dtype == want  # 'auto' is the default
+  for name in ("float32", "bfloat16"):
+    assert pop.Trainer(compute_dtype=name).compute_dtype == name  # forced stays forced
+  with pytest.raises(ValueError, match=r"compute_dtype must be one of \('auto', "):
+    pop.resolve_compute_dtype("fp16")
+
+
 def test_same_key_same_numbers_and_compiles_once(data):
   labels = np.asarray(data.labels)
   trainer = pop.Trainer(batch_size=B, total_steps=STEPS)

@@ -4,6 +4,7 @@ import json
 import pathlib
 import sqlite3
 
+import jax
 import numpy as np
 import pytest
 
@@ -154,6 +155,16 @@ def test_incompatible_config_is_refused(full_run):
   with pytest.raises(ValueError, match="compute_dtype"):
     train.train_and_evaluate(_config(population_size=3, compute_dtype="bfloat16"), workdir,
                              log=lambda *_: None)
+
+
+def test_fingerprint_takes_compute_dtype_auto_as_what_it_resolves_to(monkeypatch):
+  config = _config(population_size=3)
+  config.compute_dtype = "auto"
+  assert "compute_dtype" not in train.fingerprint(config)  # CPU: float32, left out
+  monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+  assert train.fingerprint(config)["compute_dtype"] == "bfloat16"
+  config.compute_dtype = "float32"
+  assert "compute_dtype" not in train.fingerprint(config)
 
 
 def test_bad_config_names_the_value(tmp_path):

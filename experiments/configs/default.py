@@ -54,7 +54,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.eval_batch_size = 4000        # test examples in flight per evaluation step, all models
   c.conv_impl = "auto"          # 'auto' | 'xla' | 'im2col' | 'banded' | 'winograd'
   c.model_block = None          # models per device per step; None: 1 on CPU, all elsewhere
-  c.compute_dtype = "float32"   # or "bfloat16": activations and matmul inputs (accelerators)
+  c.compute_dtype = "auto"      # activations + matmul inputs: "float32" | "bfloat16" |
+  #                               "auto" (float32 on CPU, bfloat16 on accelerators)
   c.checkpoint_every = 0        # steps between Orbax checkpoints (0 = off; groups are the unit)
   c.make_figures = True
   c.verbose = True

@@ -13,9 +13,11 @@ Variables are {'params': ...}, plus {'batch_stats': ...} for ResNet-10 (train it
 
 Convolutions are lowered per backend and model (`conv_impl`; see
 `imbjax.models.layers`): 'im2col' (patches x one matmul), 'banded' (image rows x a
-banded kernel matrix; for narrow images) or 'xla' (`lax.conv_general_dilated`). 'auto'
-picks, from measurements: LeNet-5 banded on CPU and im2col elsewhere; All-CNN im2col on
-every backend; ResNet-10 im2col on CPU and xla elsewhere. Any of them can be forced.
+banded kernel matrix; for narrow images), 'winograd' (a 1-D Winograd transform along
+the width; fewer multiply-adds than a direct convolution) or 'xla'
+(`lax.conv_general_dilated`). 'auto' picks, from measurements: LeNet-5 winograd on CPU
+and banded elsewhere; All-CNN im2col on every backend; ResNet-10 im2col on CPU and xla
+elsewhere. Any of them can be forced.
 
 Example:
   >>> import jax, jax.numpy as jnp
@@ -54,17 +56,19 @@ _REGISTRY: dict[str, tuple[type[nn.Module], tuple[int, int, int], tuple[str, ...
 
 # What 'auto' means, per model: (on CPU, elsewhere). From measurements
 # (benchmarks/README.md, 2026-11-28):
-# - LeNet-5 'banded' everywhere: on 2 AMD EPYC cores it beat im2col ~1.3-1.4x in the
-#   population step, band tiles added ~1.25x more on 2 Intel Xeon cores, and on an H200
-#   (P=2048, batch 64) it trained 1.7x as fast as im2col in float32 (2.45M vs 1.43M
-#   images/s) and 2.2x in bfloat16 (4.06M vs 1.79M).
+# - LeNet-5 'banded' off CPU: on an H200 (P=2048, batch 64) it trained 1.7x as fast as
+#   im2col in float32 (2.45M vs 1.43M images/s) and 2.2x in bfloat16 (4.06M vs 1.79M).
+#   On CPU: banded beat im2col ~1.3-1.4x in the population step (2 AMD EPYC cores), band
+#   tiles added ~1.25x (2 Intel Xeon cores), and 'winograd' (conv2 by a 1-D Winograd
+#   transform, conv1 banded) another 1.21x at P=1 and 1.16x at P=32 (in-process A/B,
+#   2 Intel Xeon cores, 2026-11-28). Winograd is unmeasured on a GPU.
 # - All-CNN 'im2col': on the H200 im2col beat XLA's grouped convolution under `vmap`
 #   ~5x; banded (tiles of 1-2 columns) trained 0.9x as fast as im2col on CPU (61.6 vs
 #   67.9 img/s, 2 models, batch 64, 2 Intel Xeon cores). Banded is unmeasured on a GPU.
 # - ResNet-10 keeps 'xla' off CPU: XLA:GPU aborts compiling its vmapped im2col graph (a
 #   Triton GEMM tiling check).
 _AUTO_IMPL = {
-    'lenet5': ('banded', 'banded'),
+    'lenet5': ('winograd', 'banded'),
     'allcnn': ('im2col', 'im2col'),
     'resnet10': ('im2col', 'xla'),
 }
@@ -89,8 +93,8 @@ def get(name: str, *, num_classes: int, conv_impl: str = 'auto',
     name: one of `names()`.
     num_classes: number of output logits (>= 2).
     conv_impl: 'auto', 'xla', 'im2col' or 'banded'; 'auto' is resolved now from the
-      model and `jax.default_backend()`: LeNet-5 'banded'; All-CNN 'im2col';
-      ResNet-10 'im2col' on CPU, else 'xla'.
+      model and `jax.default_backend()`: LeNet-5 'winograd' on CPU, else 'banded';
+      All-CNN 'im2col'; ResNet-10 'im2col' on CPU, else 'xla'.
     dtype: computation dtype (parameters stay float32).
 
   Returns:
