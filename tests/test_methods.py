@@ -68,9 +68,14 @@ MIXED = ("baseline", "oversampling", "undersampling", "weighted_ce", "effective_
          "class_balanced_sampling", "progressive_sampling")
 
 
-def test_population_of_mixed_methods_equals_separate_runs(problem):
+# Population vs one model at a time sums some products in another order; Winograd's
+# transforms (entries up to 3^7) amplify that ~30x (measured: 3.6e-5 absolute on
+# parameters of ~0.01-0.04 after the chunk), so its bound is looser.
+@pytest.mark.parametrize("impl,tol", [("banded", dict(rtol=2e-5, atol=2e-6)),
+                                      ("winograd", dict(rtol=1e-3, atol=2e-4))])
+def test_population_of_mixed_methods_equals_separate_runs(problem, impl, tol):
   labels, data, subset, _ = problem
-  trainer = pop.Trainer(batch_size=8, total_steps=STEPS)
+  trainer = pop.Trainer(batch_size=8, total_steps=STEPS, conv_impl=impl)
   members = [methods.make_member(methods.get(name), subset=subset, labels=labels,
                                  num_classes=C, key=jax.random.key(i), base_lr=0.01,
                                  total_steps=STEPS)
@@ -87,7 +92,7 @@ def test_population_of_mixed_methods_equals_separate_runs(problem):
       s, _ = step(trainer, s, m, data)
     for a, b in zip(jax.tree.leaves(jax.tree.map(lambda x: x[i], state.params)),
                     jax.tree.leaves(s.params)):
-      np.testing.assert_allclose(a, b, rtol=2e-5, atol=2e-6, err_msg=name)
+      np.testing.assert_allclose(a, b, **tol, err_msg=name)
   # The methods really differ: no two members end with the same parameters.
   finals = [np.asarray(jax.tree.leaves(state.params)[-1][i]) for i in range(len(MIXED))]
   for i in range(len(MIXED)):
