@@ -6,14 +6,13 @@ divergence masks) after compilation, and reports images/s, networks per hour at 
 paper's MNIST budget (10,000 iterations x batch 64) and the hours the paper's whole MNIST
 study (22,500 LeNet-5s) would take at that rate. Last line: one JSON object.
 
-  python -m benchmarks.gpu_population --sizes=1,256,2048 --impls=im2col,xla --steps=100
-  # not yet measured on a GPU (CPU-side work of 2026-11-28): the banded lowering, and
-  # blocks of models looped inside the chunk instead of one vmap over all of them
-  python -m benchmarks.gpu_population --sizes=256,2048 --impls=im2col,banded --steps=100
-  python -m benchmarks.gpu_population --sizes=2048 --impls=im2col --model-block=256
-  # and mixed precision (Trainer.compute_dtype; 2026-11-28, session 3)
-  python -m benchmarks.gpu_population --sizes=2048 --impls=im2col --dtypes=float32,bfloat16
-  # on a lease, add --markdown=$OUT/gpu.md to bring back a section for benchmarks/README.md
+  python -m benchmarks.gpu_population --sizes=256,2048 --impls=im2col,banded \
+      --dtypes=float32,bfloat16 --steps=50 --repeats=3
+  python -m benchmarks.gpu_population --sizes=2048 --impls=banded --model-block=256
+  python -m benchmarks.gpu_population --sizes=2048 --impls=banded --min-band-cols=1
+  # on a lease, add --markdown=$OUT/gpu.md to bring back a section for benchmarks/README.md;
+  # benchmarks/gpu_lease.sh is the whole prepared check (one call, ~6 minutes).
+  # Not yet measured on a GPU: 'winograd' (the CPU's choice for LeNet-5 since session 4).
 
 On CPU it runs too (use small sizes); figures from a GPU lease are recorded in
 benchmarks/README.md: `--markdown FILE` appends a dated section (the command and a table)
