@@ -14,6 +14,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from jax import lax
 
 from imbjax import models
 from imbjax.models import layers
@@ -592,3 +593,22 @@ def test_lenet5_under_winograd_runs_conv1_banded_and_conv2_winograd(monkeypatch)
   net = models.get('lenet5', num_classes=10, conv_impl='winograd')
   net.init(KEY, jnp.zeros((2, 28, 28, 1)))
   assert seen == {'banded': [1], 'winograd': [20]}
+
+
+def test_winograd_asks_for_full_float32_precision_in_every_product():
+  # On GPU/TPU a float32 matmul may run on TF32/bfloat16 inputs by default, which the
+  # transforms' cancellation would not survive; CPU cannot show that, the jaxpr can.
+  x, k = jnp.zeros((1, 12, 12, 3)), jnp.zeros((5, 5, 3, 4))
+  jaxpr = jax.make_jaxpr(lambda x, k: layers.winograd_conv(x, k, (1, 1), ((0, 0), (0, 0))))
+
+  def dots(jaxpr):  # einsum wraps its dot in a nested jit
+    for e in jaxpr.eqns:
+      if e.primitive.name == 'dot_general':
+        yield e
+      elif 'jaxpr' in e.params:
+        yield from dots(e.params['jaxpr'])
+
+  found = list(dots(jaxpr(x, k).jaxpr))
+  assert len(found) == 4  # input, kernel and output transforms, and the batched matmul
+  for e in found:
+    assert e.params['precision'] == (lax.Precision.HIGHEST, lax.Precision.HIGHEST)

@@ -429,20 +429,23 @@ def winograd_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   # All of it runs in at least float32 whatever the compute dtype: A^T's entries reach
   # 3^7 for 12 points, and the output transform cancels large terms, so bfloat16 matmul
   # inputs gave a 17% error (LeNet-5's conv2 shape, tiles of 8) against banded's 0.4%.
-  # The result is cast back to the compute dtype.
+  # The result is cast back to the compute dtype. For the same reason every product asks
+  # for full float32 precision: accelerators' default for float32 matmuls may round the
+  # inputs to TF32 (GPU) or bfloat16 (TPU). On CPU this changes nothing.
   ft = jnp.promote_types(x.dtype, jnp.float32)
+  hi = lax.Precision.HIGHEST
   at, g, bt = (jnp.asarray(a, ft) for a in winograd_matrices(m, kw))
   if t == 1:
     win = x[:, :, None, :pts, :]
   else:
     win = jnp.stack([x[:, :, m * j:m * j + pts, :] for j in range(t)], axis=2)
-  d = jnp.einsum('xp,nhtpc->xnhtc', bt, win.astype(ft))  # (pts, N, H, T, C)
+  d = jnp.einsum('xp,nhtpc->xnhtc', bt, win.astype(ft), precision=hi)  # (pts,N,H,T,C)
   rows = [lax.slice_in_dim(d, i, i + sh * (ho - 1) + 1, sh, axis=2) for i in range(kh)]
   u = rows[0] if kh == 1 else jnp.concatenate(rows, axis=-1)  # (pts, N, HO, T, KH*C)
-  v = jnp.einsum('xj,ijco->xico', g, kernel.astype(ft))
+  v = jnp.einsum('xj,ijco->xico', g, kernel.astype(ft), precision=hi)
   prod = lax.dot_general(u.reshape(pts, n * ho * t, kh * c), v.reshape(pts, kh * c, o),
-                         (((2,), (1,)), ((0,), (0,))))  # (pts, N*HO*T, O)
-  y = jnp.einsum('mx,xnhto->nhtmo', at, prod.reshape(pts, n, ho, t, o))
+                         (((2,), (1,)), ((0,), (0,))), precision=hi)  # (pts, N*HO*T, O)
+  y = jnp.einsum('mx,xnhto->nhtmo', at, prod.reshape(pts, n, ho, t, o), precision=hi)
   return y.reshape(n, ho, wo, o).astype(x.dtype)
 
 
