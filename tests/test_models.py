@@ -353,12 +353,14 @@ def test_banded_max_pool_gradient_goes_to_the_first_maximum_like_reduce_window()
       got, jax.grad(lambda x: (nn.max_pool(x, (12, 12), (12, 12)) ** 3).sum())(big))
 
 
-@pytest.mark.parametrize('k,s,p,hw', [(5, 1, 'VALID', 12), (3, 2, 1, 9), (2, 3, 0, 11)])
-def test_banded_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw):
+@pytest.mark.parametrize('k,s,p,hw,c', [(5, 1, 'VALID', 12, 3), (3, 2, 1, 9, 3),
+                                        (2, 3, 0, 11, 3), (5, 1, 'VALID', 12, 1),
+                                        (3, 2, 1, 9, 1)])
+def test_banded_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw, c):
   # Every divisor of the output width is a valid tiling; each must give the convolution
   # and its kernel/input gradients (tiles share one band, so the band's gradient sums
-  # over tiles).
-  x = jax.random.normal(jax.random.key(3), (2, hw, hw + 2, 3))
+  # over tiles). One channel on CPU takes its own kernel gradient (`_banded_one_channel`).
+  x = jax.random.normal(jax.random.key(3), (2, hw, hw + 2, c))
   ref = nn.Conv(6, (k, k), strides=s, padding='VALID' if p == 'VALID' else [(p, p)] * 2)
   v = ref.init(KEY, x)
   wo = ref.apply(v, x).shape[2]
@@ -612,3 +614,16 @@ def test_winograd_asks_for_full_float32_precision_in_every_product():
   assert len(found) == 4  # input, kernel and output transforms, and the batched matmul
   for e in found:
     assert e.params['precision'] == (lax.Precision.HIGHEST, lax.Precision.HIGHEST)
+
+
+def test_one_channel_banded_conv_has_its_own_kernel_gradient_on_cpu(monkeypatch):
+  x, k = jnp.zeros((2, 12, 12, 1)), jnp.zeros((5, 5, 1, 4))
+  f = lambda x, k: layers.banded_conv(x, k, (1, 1), ((0, 0), (0, 0)))
+  # a fresh function each time: make_jaxpr would reuse a trace of the same one
+  names = lambda: {e.primitive.name for e in jax.make_jaxpr(lambda *a: f(*a))(x, k).eqns}
+  assert 'custom_vjp_call' in names()
+  assert 'custom_vjp_call' not in {e.primitive.name for e in
+                                   jax.make_jaxpr(f)(jnp.zeros((2, 12, 12, 2)),
+                                                     jnp.zeros((5, 5, 2, 4))).eqns}
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert 'custom_vjp_call' not in names()  # unmeasured off CPU: the plain band gradient
