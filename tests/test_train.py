@@ -137,14 +137,16 @@ def test_sweep_binary_on_two_cpu_devices_matches_one_device(full_run, tmp_path):
   # One-thread devices sum some matmuls in another order than the two-thread device of
   # the reference run (float reassociation, ~1e-6 relative; CPU's 'auto' lowering,
   # Winograd, amplifies it ~30x), which can flip the argmax of a test example that sits
-  # on a decision boundary. So: AUC within 5e-4, and the accuracies within one example
-  # of the 450-example test set (measured on 2 Intel Xeon cores: banded, AUC within
-  # 2.1e-5 and one example flipped in one of 24 models; Winograd, AUC within 1.2e-4).
+  # on a decision boundary. So: AUC within 5e-4, and the accuracies within three
+  # examples of the 450-example test set (measured on 2 Intel Xeon cores: banded, AUC
+  # within 2.1e-5 and one example flipped in one of 24 models; Winograd, AUC within
+  # 1.2e-4 and up to two examples flipped). A sharding bug (a model trained on another
+  # plan or key) moves these by far more.
   for key, row in full.items():
     assert sharded[key]["auc"] == pytest.approx(row["auc"], abs=5e-4), key
     for field in ("accuracy", "thresholded_accuracy", "balanced_accuracy"):
       # one example: 1/450 = 2.2e-3 (balanced accuracy weighs it 1/(C n_c) ~ 2.3e-3)
-      assert sharded[key][field] == pytest.approx(row[field], abs=2.5e-3), (key, field)
+      assert sharded[key][field] == pytest.approx(row[field], abs=7e-3), (key, field)
 
 
 def test_incompatible_config_is_refused(full_run):

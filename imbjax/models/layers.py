@@ -7,20 +7,23 @@ with per-model kernels becomes a grouped convolution (4-8x slower), and inside
 (/work/shared/PERF-NOTES.md). This module therefore offers:
 
 - ``impl='xla'``: `lax.conv_general_dilated`, numerically the same as `flax.linen.Conv`;
-  pooling by `reduce_window` (`nn.max_pool`). The right choice on GPU/TPU.
+  pooling by `reduce_window` (`nn.max_pool`). ResNet-10's choice off CPU.
 - ``impl='im2col'``: patches by strided slicing + concat, then ONE `dot_general`, so that
   under `vmap` it becomes a batched matmul; max-pooling 2x2/2 as reshape + max. The
-  choice on GPU for LeNet-5 and All-CNN, and on CPU for All-CNN and ResNet-10.
+  choice for All-CNN on every backend and for ResNet-10 on CPU.
 - ``impl='banded'``: whole image rows times a banded (block-Toeplitz) kernel matrix, ONE
   matmul per layer with large K and N (`banded_conv`), the output columns cut into tiles
   that share one band. More multiply-adds than im2col ((tile+KW-1)/KW times a direct
-  convolution) but far less data movement; the choice on CPU for LeNet-5, whose images
-  are narrow (28 and 12 columns for 5-wide kernels).
+  convolution) but far less data movement; LeNet-5's choice off CPU (and for its conv1
+  on CPU), whose images are narrow (28 and 12 columns for 5-wide kernels). On CPU a
+  one-channel input's kernel gradient is one matmul over stacked input taps
+  (`_banded_one_channel`).
 - ``impl='winograd'``: the 1-D Winograd transform F(m, KW) along the width, and image
   rows stacked along the height (`winograd_conv`): one batched matmul over the
   transform's points with K = KH*C, N = O. Fewer multiply-adds than a direct
   convolution (LeNet-5's conv2: 0.48x) at a float32 rounding cost of ~1e-6-2e-5
-  relative; horizontal stride 1 only.
+  relative; horizontal stride 1 only. LeNet-5's choice on CPU (conv2; conv1 stays
+  banded).
 
 All have the same parameters ('kernel' HWIO, 'bias'), so a checkpoint or a parameter
 tree is interchangeable between them; tests check equal logits and gradients.
