@@ -319,21 +319,35 @@ def _balanced_reference(rows: Sequence[Row], metric: str) -> Stat | None:
   return summarize(values) if values else None
 
 
-def _step_vs_rho(rows, out_dir, metric, number, what) -> list[pathlib.Path]:
+def _method_figures(rows: Sequence[Row], out_dir: str | os.PathLike, metric: str,
+                    profile: str, panel_of: Callable[[Row], Any],
+                    x_of: Callable[[Row], float], panel_title: Callable[[Any], str],
+                    xlabel: str, logx: bool, title: str, stem: str) -> list[pathlib.Path]:
+  """One `_method_panels` PNG per dataset/model, from its `profile` rows (partial
+  resampling levels left out) against its balanced baseline.
+
+  `title` is formatted with ``ds`` and ``model``; the file is ``{stem}_{slug}.png``.
+  """
   styles = method_styles(r["method"] for r in rows)
   rows = _rows_for(rows, metric)
   paths = []
   for (ds, model), sub in _by_dataset_model(rows).items():
-    step = [r for r in sub if r["profile"] == "step" and not is_partial(r)]
+    chosen = [r for r in sub if r["profile"] == profile and not is_partial(r)]
     path = _method_panels(
-        step, metric, num_minority, lambda r: float(r["rho"]), styles,
-        lambda k: f"{k} minority classes", "imbalance ratio ρ", True,
-        _balanced_reference(sub, metric),
-        f"Figure {number} ({ds} / {model}): step imbalance, {what}",
-        pathlib.Path(out_dir) / f"fig{number}_step_{metric}_{_slug(ds, model)}.png")
+        chosen, metric, panel_of, x_of, styles, panel_title, xlabel, logx,
+        _balanced_reference(sub, metric), title.format(ds=ds, model=model),
+        pathlib.Path(out_dir) / f"{stem}_{_slug(ds, model)}.png")
     if path:
       paths.append(path)
   return paths
+
+
+def _step_vs_rho(rows, out_dir, metric, number, what) -> list[pathlib.Path]:
+  return _method_figures(
+      rows, out_dir, metric, "step", num_minority, lambda r: float(r["rho"]),
+      lambda k: f"{k} minority classes", "imbalance ratio ρ", True,
+      f"Figure {number} ({{ds}} / {{model}}): step imbalance, {what}",
+      f"fig{number}_step_{metric}")
 
 
 # ---- the figures ----------------------------------------------------------------------
@@ -353,38 +367,19 @@ def figure3(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Pat
 
 def figure4(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
   """Step imbalance: AUC vs number of minority classes, one panel per ρ."""
-  styles = method_styles(r["method"] for r in rows)
-  rows = _rows_for(rows, "auc")
-  paths = []
-  for (ds, model), sub in _by_dataset_model(rows).items():
-    step = [r for r in sub if r["profile"] == "step" and not is_partial(r)]
-    path = _method_panels(
-        step, "auc", lambda r: float(r["rho"]), lambda r: float(num_minority(r)),
-        styles, lambda rho: f"ρ = {rho:g}", "number of minority classes", False,
-        _balanced_reference(sub, "auc"),
-        f"Figure 4 ({ds} / {model}): step imbalance, fixed ρ",
-        pathlib.Path(out_dir) / f"fig4_step_auc_by_minority_{_slug(ds, model)}.png")
-    if path:
-      paths.append(path)
-  return paths
+  return _method_figures(
+      rows, out_dir, "auc", "step", lambda r: float(r["rho"]),
+      lambda r: float(num_minority(r)), lambda rho: f"ρ = {rho:g}",
+      "number of minority classes", False,
+      "Figure 4 ({ds} / {model}): step imbalance, fixed ρ", "fig4_step_auc_by_minority")
 
 
 def figure5(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
   """Linear imbalance: AUC vs ρ (log x), one line per method."""
-  styles = method_styles(r["method"] for r in rows)
-  rows = _rows_for(rows, "auc")
-  paths = []
-  for (ds, model), sub in _by_dataset_model(rows).items():
-    linear = [r for r in sub if r["profile"] == "linear" and not is_partial(r)]
-    path = _method_panels(
-        linear, "auc", lambda r: "linear", lambda r: float(r["rho"]), styles,
-        lambda _: "linear imbalance", "imbalance ratio ρ", True,
-        _balanced_reference(sub, "auc"),
-        f"Figure 5 ({ds} / {model}): linear imbalance, multi-class ROC AUC",
-        pathlib.Path(out_dir) / f"fig5_linear_auc_{_slug(ds, model)}.png")
-    if path:
-      paths.append(path)
-  return paths
+  return _method_figures(
+      rows, out_dir, "auc", "linear", lambda r: "linear", lambda r: float(r["rho"]),
+      lambda _: "linear imbalance", "imbalance ratio ρ", True,
+      "Figure 5 ({ds} / {model}): linear imbalance, multi-class ROC AUC", "fig5_linear_auc")
 
 
 def figure6(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:

@@ -353,15 +353,12 @@ def test_banded_max_pool_gradient_goes_to_the_first_maximum_like_reduce_window()
       got, jax.grad(lambda x: (nn.max_pool(x, (12, 12), (12, 12)) ** 3).sum())(big))
 
 
-@pytest.mark.parametrize('k,s,p,hw,c', [(5, 1, 'VALID', 12, 3), (3, 2, 1, 9, 3),
-                                        (2, 3, 0, 11, 3), (5, 1, 'VALID', 12, 1),
-                                        (3, 2, 1, 9, 1)])
-def test_banded_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw, c):
-  # Every divisor of the output width is a valid tiling; each must give the convolution
-  # and its kernel/input gradients (tiles share one band, so the band's gradient sums
-  # over tiles). One channel on CPU takes its own kernel gradient (`_banded_one_channel`).
-  x = jax.random.normal(jax.random.key(3), (2, hw, hw + 2, c))
-  ref = nn.Conv(6, (k, k), strides=s, padding='VALID' if p == 'VALID' else [(p, p)] * 2)
+def _check_every_tile_against_flax(conv, x, k, strides, p, allowed, ytol, gtol):
+  """`conv(x, kernel, strides, pads, tile)` for every tile width the output allows (the
+  divisors of its width that pass `allowed`): values and the kernel and input gradients
+  equal `flax.linen.Conv`'s."""
+  ref = nn.Conv(6, (k, k), strides=strides,
+                padding='VALID' if p == 'VALID' else [(p, p)] * 2)
   v = ref.init(KEY, x)
   wo = ref.apply(v, x).shape[2]
   pads = layers._padding_pairs(p, (k, k))
@@ -370,14 +367,26 @@ def test_banded_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw, c):
                                                  x) - v['params']['bias']), (0, 1))
   want_y = ref.apply(v, x) - v['params']['bias']
   want_g = want(v['params']['kernel'], x)
-  tiles = [d for d in range(1, wo + 1) if wo % d == 0]
+  tiles = [d for d in range(1, wo + 1) if wo % d == 0 and allowed(d)]
   assert len(tiles) > 1
   for tile in tiles:
-    f = lambda kern, x, tile=tile: layers.banded_conv(x, kern, (s, s), pads, tile)
-    np.testing.assert_allclose(_jit(f)(v['params']['kernel'], x), want_y, rtol=1e-5,
-                               atol=1e-5)
+    f = lambda kern, x, tile=tile: conv(x, kern, strides, pads, tile)
+    np.testing.assert_allclose(_jit(f)(v['params']['kernel'], x), want_y, rtol=ytol,
+                               atol=ytol)
     for g, w in zip(_jit(jax.grad(loss(f), (0, 1)))(v['params']['kernel'], x), want_g):
-      np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+      np.testing.assert_allclose(g, w, rtol=gtol, atol=gtol)
+
+
+@pytest.mark.parametrize('k,s,p,hw,c', [(5, 1, 'VALID', 12, 3), (3, 2, 1, 9, 3),
+                                        (2, 3, 0, 11, 3), (5, 1, 'VALID', 12, 1),
+                                        (3, 2, 1, 9, 1)])
+def test_banded_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw, c):
+  # Every divisor of the output width is a valid tiling; each must give the convolution
+  # and its kernel/input gradients (tiles share one band, so the band's gradient sums
+  # over tiles). One channel on CPU takes its own kernel gradient (`_banded_one_channel`).
+  x = jax.random.normal(jax.random.key(3), (2, hw, hw + 2, c))
+  _check_every_tile_against_flax(layers.banded_conv, x, k, (s, s), p, lambda d: True,
+                                 1e-5, 1e-4)
 
 
 def test_band_tile_rule_and_bad_tiles():
@@ -410,26 +419,11 @@ def test_winograd_matrices_compute_the_correlation(m, r):
 
 @pytest.mark.parametrize('k,s,p,hw', [(5, 1, 'VALID', 12), (3, 2, 1, 8), (5, 1, 2, 10)])
 def test_winograd_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw):
-  # Every tile the transforms allow, vertical strides and padding; values and the
-  # kernel and input gradients (JAX differentiates through the linear transforms).
+  # Every tile the transforms allow (at most 12 points), vertical strides and padding
+  # (JAX differentiates through the linear transforms).
   x = jax.random.normal(jax.random.key(4), (2, hw, hw + 2, 3))
-  ref = nn.Conv(6, (k, k), strides=(s, 1), padding='VALID' if p == 'VALID' else [(p, p)] * 2)
-  v = ref.init(KEY, x)
-  wo = ref.apply(v, x).shape[2]
-  pads = layers._padding_pairs(p, (k, k))
-  loss = lambda f: (lambda kern, x: (f(kern, x) ** 2).sum())
-  want = jax.grad(loss(lambda kern, x: ref.apply({'params': {**v['params'], 'kernel': kern}},
-                                                 x) - v['params']['bias']), (0, 1))
-  want_y = ref.apply(v, x) - v['params']['bias']
-  want_g = want(v['params']['kernel'], x)
-  tiles = [d for d in range(1, wo + 1) if wo % d == 0 and d + k - 1 <= 12]
-  assert len(tiles) > 1
-  for tile in tiles:
-    f = lambda kern, x, tile=tile: layers.winograd_conv(x, kern, (s, 1), pads, tile)
-    np.testing.assert_allclose(_jit(f)(v['params']['kernel'], x), want_y, rtol=1e-4,
-                               atol=1e-4)
-    for g, w in zip(_jit(jax.grad(loss(f), (0, 1)))(v['params']['kernel'], x), want_g):
-      np.testing.assert_allclose(g, w, rtol=2e-4, atol=2e-4)
+  _check_every_tile_against_flax(layers.winograd_conv, x, k, (s, 1), p,
+                                 lambda d: d + k - 1 <= 12, 1e-4, 2e-4)
 
 
 def test_winograd_tile_rule_and_refusals():

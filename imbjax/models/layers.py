@@ -393,11 +393,12 @@ def winograd_matrices(m: int, r: int) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return [[p ** j for j in range(k)] for p in pts] + [
         [zero] * (k - 1) + [one]]  # the point at infinity: the leading coefficient
 
-  vn_inv = _exact_inverse(vander(n))
-  as_array = lambda rows: np.array([[float(v) for v in row] for row in rows])
-  at = as_array(vander(m)).T
-  g = as_array(vander(r))
-  bt = as_array(vn_inv).T
+  def as_array(rows):  # read-only: the arrays are cached and shared
+    a = np.array([[float(v) for v in row] for row in rows])
+    a.setflags(write=False)
+    return a
+
+  at, g, bt = as_array(vander(m)).T, as_array(vander(r)), as_array(_exact_inverse(vander(n))).T
   return at, g, bt
 
 
