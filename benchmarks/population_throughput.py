@@ -234,6 +234,8 @@ def main(argv=None) -> dict:
   ap.add_argument("--steps", type=int, default=50, help="steps per timed chunk")
   ap.add_argument("--repeats", type=int, default=3,
                   help="timed rounds (reference, then each P, per round)")
+  ap.add_argument("--warmup", type=int, default=1,
+                  help="untimed rounds before the timed ones")
   ap.add_argument("--conv-impl", default="auto",
                   help="'auto', 'xla', 'im2col', 'banded' or 'winograd'")
   ap.add_argument("--reference", default="auto", choices=("auto", "torch", "jax"),
@@ -251,12 +253,13 @@ def main(argv=None) -> dict:
                   help="P in 1,4, 3 steps, 2 rounds, small data (a smoke test)")
   a = ap.parse_args(argv)
   if a.quick:
-    a.populations, a.steps, a.repeats, a.train_size = "1,4", 3, 2, 512
+    a.populations, a.steps, a.repeats, a.train_size, a.warmup = "1,4", 3, 2, 512, 0
   populations = [int(p) for p in a.populations.split(",")]
   if not populations or min(populations) < 1:
     raise ValueError(f"--populations must be positive ints, got {a.populations!r}")
-  if a.repeats < 1 or a.steps < 1:
-    raise ValueError(f"--repeats and --steps must be >= 1, got {a.repeats} and {a.steps}")
+  if a.repeats < 1 or a.steps < 1 or a.warmup < 0:
+    raise ValueError(f"--repeats and --steps must be >= 1 and --warmup >= 0, got "
+                     f"{a.repeats}, {a.steps} and {a.warmup}")
   if a.memory_gib is None:
     budget = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
   else:
@@ -298,6 +301,12 @@ def main(argv=None) -> dict:
   for p in populations:
     runs.append(PopulationRun(trainer, p, data, a.steps, mesh))
     print(f"# P={p}: compiled, first call {runs[-1].first_call_s:.1f} s", flush=True)
+  # One untimed round first: the first timed round after compilation ran up to 7x slow
+  # (P=1: 538 against 3,091-3,647 img/s in the rounds after it, 2026-11-28).
+  for _ in range(a.warmup):
+    reference()
+    for run in runs:
+      run.run()
   refs = []
   for i in range(a.repeats):
     refs.append(reference())

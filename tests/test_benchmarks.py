@@ -59,8 +59,11 @@ def test_quick_run_prints_table_and_json_last(capsys):
 def test_bad_population_flag_is_refused():
   with pytest.raises(ValueError, match="populations"):
     bench.main(["--populations", "0"])
-  with pytest.raises(ValueError, match="--repeats and --steps must be >= 1, got 0 and 50"):
+  with pytest.raises(ValueError, match=r"--repeats and --steps must be >= 1 and --warmup "
+                     r">= 0, got 0, 50 and 1"):
     bench.main(["--repeats", "0"])
+  with pytest.raises(ValueError, match=r"got 3, 50 and -1"):
+    bench.main(["--warmup", "-1"])
 
 
 def test_gpu_device_check_script_runs_on_cpu(capsys, tmp_path):

@@ -389,6 +389,73 @@ def test_banded_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw, c):
                                  1e-5, 1e-4)
 
 
+def _conv_pool_against_flax(x, k, p, pool, band_tile=None, impl='banded'):
+  """`Conv(pool=...)` (bias after the pool) against flax Conv + `nn.max_pool`: pooled
+  values, and the kernel, bias and input gradients."""
+  ref = nn.Conv(6, (k, k), padding='VALID' if p == 'VALID' else [(p, p)] * 2)
+  v = ref.init(KEY, x)
+  v = {'params': {**v['params'], 'bias': jax.random.normal(jax.random.key(8), (6,))}}
+  mine = layers.Conv(6, k, padding=p, impl=impl, pool=pool, band_tile=band_tile)
+  want_f = lambda v, x: nn.max_pool(ref.apply(v, x), (pool, pool), (pool, pool))
+  loss = lambda f: (lambda v, x: (f(v, x) ** 3).sum())
+  np.testing.assert_allclose(_jit(mine.apply)(v, x), want_f(v, x), rtol=1e-5, atol=1e-5)
+  got = _jit(jax.grad(loss(mine.apply), (0, 1)))(v, x)
+  want = jax.grad(loss(want_f), (0, 1))(v, x)
+  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
+    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('k,p,hw,pool,tile', [(5, 'VALID', 28, 2, None), (5, 'VALID', 28, 2, 6),
+                                              (3, 1, 12, 2, 12), (3, 'VALID', 11, 3, None),
+                                              (5, 'VALID', 13, 3, 9), (5, 'VALID', 28, 2, 3)])
+def test_conv_with_pool_equals_flax_conv_then_max_pool(k, p, hw, pool, tile):
+  # One channel, stride 1 on CPU: conv and pool fused (`_banded_pool_one_channel`), for
+  # several band tiles (a tile of 3 does not hold whole windows of 2: unfused); the bias
+  # after the pool changes no value. Ties (a zero
+  # background, as in MNIST) route the gradient to the first maximum, as reduce_window.
+  smooth = jax.random.normal(jax.random.key(3), (2, hw, hw, 1))
+  x = smooth.at[0, :hw // 2].set(0.0)
+  _conv_pool_against_flax(x, k, p, pool, tile)
+  # Unfused: three channels (and under 'im2col', which splits a tie's gradient, on an
+  # input without ties) pool after the conv.
+  _conv_pool_against_flax(jnp.concatenate([x] * 3, -1), k, p, pool)
+  _conv_pool_against_flax(smooth, k, p, pool, impl='im2col')
+
+
+def test_lenet5_fuses_conv1_with_its_pool_on_cpu_only(monkeypatch):
+  calls = []
+  real = layers._banded_pool_one_channel
+  monkeypatch.setattr(layers, '_banded_pool_one_channel',
+                      lambda *a: calls.append(a[0].shape) or real(*a))
+  x = jnp.zeros((2, 28, 28, 1))
+  for impl in ('banded', 'winograd'):
+    models.get('lenet5', num_classes=10, conv_impl=impl).init(KEY, x)
+  assert calls == [(2, 28, 28, 1)] * 2
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  models.get('lenet5', num_classes=10, conv_impl='banded').init(KEY, x)
+  assert len(calls) == 2
+  # A pool that does not fit the output falls back (here: 24 columns, window 5).
+  layers.Conv(4, 5, impl='banded', pool=5).init(KEY, x)
+  assert len(calls) == 2
+
+
+def test_conv_pool_rejects_bad_windows():
+  for bad in (-1, 2.0, True):
+    with pytest.raises(ValueError, match=f'Conv.pool must be 0 .* got {bad!r}'):
+      layers.Conv(4, 3, pool=bad).init(KEY, jnp.zeros((1, 8, 8, 1)))
+
+
+def test_fused_conv_pool_propagates_nan_like_max():
+  # As the unfused banded conv + pool (the band's zeros spread a NaN along its row).
+  x = jnp.ones((1, 8, 8, 1)).at[0, 2, 3, 0].set(jnp.nan)
+  mine = layers.Conv(4, 3, impl='banded', pool=2, band_tile=2)
+  y = mine.apply(mine.init(KEY, x), x)
+  conv = layers.Conv(4, 3, impl='banded', band_tile=2).apply(mine.init(KEY, x), x)
+  ref = layers.max_pool(conv, 2, 2, 'banded')
+  np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
+  assert np.isnan(y).any()
+
+
 def test_band_tile_rule_and_bad_tiles():
   # LeNet-5: conv1 (24 columns out, 20 channels) -> 12; conv2 (8 out, 50) -> 4.
   assert layers.pick_band_tile(24, 20) == 12
@@ -580,6 +647,9 @@ def test_winograd_in_bfloat16_is_as_close_to_float32_as_banded():
 
 def test_lenet5_under_winograd_runs_conv1_banded_and_conv2_winograd(monkeypatch):
   # A one-channel conv1 gives Winograd's matmul K = 5; LeNet-5 keeps it banded.
+  # (On CPU conv1 goes through its fused conv+pool, which is banded too; off CPU through
+  # `banded_conv`.)
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   seen = {'banded': [], 'winograd': []}
   for name in seen:
     real = getattr(layers, f'{name}_conv')

@@ -332,6 +332,118 @@ def _banded_one_channel_bwd(strides, tile, res, dy):
 _banded_one_channel.defvjp(_banded_one_channel_fwd, _banded_one_channel_bwd)
 
 
+# LeNet-5's conv1 and its 2x2 max-pool fused, on CPU (`Conv.pool`). Three things the
+# separate layers cannot do:
+# - the banded matmul's rows come in (window row a, pooled row i) order and its band's
+#   columns in (window column b, pooled column j, channel) order, so that the pool's
+#   p*p candidates are p*p contiguous blocks of the matmul output and the max and the
+#   first-max index are one elementwise pass (no strided reduce);
+# - the kernel gradient needs only the pooled gradient g, routed per window position:
+#   with S[u, v] the input sampled at stride p from offset (u, v) (u < p + KH - 1), and
+#   G_k = g where the window's first max is at position k (else 0),
+#   dk[i, j] = sum_(a, b) S[a + i, b + j] @ G_(a, b): ONE matmul (U*V, M) @ (M, p*p*O),
+#   M = N*PH*PW, then a (U, V)-window sum. For LeNet-5 that is (36, 9216) @ (9216, 80)
+#   from 36 slices of 144 pixels per image, where the unpooled form stacks 25 slices of
+#   576 and needs the unpooled gradient (a p*p-times larger scatter) first;
+# - the unpooled output gradient is never built unless the input's gradient is asked
+#   for (the input is data in LeNet-5, so XLA drops it).
+def _pool_plan(x_shape, kernel_shape, window, tile):
+  """(HO, WO, PH, PW, tile) of a fused conv+pool, or None when it does not apply."""
+  _, h, w, c = x_shape
+  kh, kw, _, o = kernel_shape
+  ho, wo = h - kh + 1, w - kw + 1
+  if c != 1 or ho < window or wo < window or ho % window or wo % window:
+    return None
+  tile = pick_band_tile(wo, o, tile)
+  if tile % window:
+    return None
+  return ho, wo, ho // window, wo // window, tile
+
+
+def _pooled_rows_matmul(x, kernel, window, tile):
+  """The banded conv's matmul output (N, p_a, PH, T, p_b, tile/p, O), pool-ordered."""
+  n, h, _, c = x.shape
+  kh, kw, _, o = kernel.shape
+  p = window
+  ho, wo, ph, _, tile = _pool_plan(x.shape, kernel.shape, window, tile)
+  t = wo // tile
+  wt = tile - 1 + kw
+  if t == 1:
+    xt = x[:, :, :wt, :]
+  else:
+    xt = jnp.stack([x[:, :, tile * j:tile * j + wt, :] for j in range(t)], axis=2)
+  xt = xt.reshape(n, h, t, wt * c)
+  # Output row p*i + a needs input rows p*i + a + r, r < KH.
+  blocks = []
+  for a in range(p):
+    rows = [lax.slice(xt, (0, a + r, 0, 0), (n, a + r + p * (ph - 1) + 1, t, wt * c),
+                      (1, p, 1, 1)) for r in range(kh)]
+    blocks.append(jnp.concatenate(rows, axis=-1))  # (N, PH, T, KH*Wt*C)
+  xx = jnp.stack(blocks, axis=1)  # (N, p_a, PH, T, KH*Wt*C)
+  band = banded_kernel(kernel, wt, 1)  # columns (tile column = p*jj + b, O)
+  band = band.reshape(-1, tile // p, p, o).transpose(0, 2, 1, 3).reshape(-1, tile * o)
+  y = lax.dot_general(xx, band, (((4,), (0,)), ((), ())))
+  return y.reshape(n, p, ph, t, p, tile // p, o)
+
+
+def _first_max(y):
+  """Max over axes 1 and 4 of `_pooled_rows_matmul`'s output and the first max's index.
+
+  Returns pooled (N, PH, PW, O) and the row-major window index (a*p + b) of the first
+  maximum as int8 (int32 beyond 127 positions). One variadic reduction computes both:
+  as elementwise ops the index would be fused into (and recomputed by) its consumer.
+  """
+  n, p, ph, t, _, tj, o = y.shape
+  parts = jnp.stack([y[:, a, :, :, b] for a in range(p) for b in range(p)], axis=-2)
+  dtype = jnp.int8 if p * p <= 127 else jnp.int32
+  index = lax.broadcasted_iota(dtype, parts.shape, parts.ndim - 2)
+
+  def pick(left, right):  # the larger, the earlier on ties; NaN wins as in jnp.max
+    (lv, li), (rv, ri) = left, right
+    take_left = (lv > rv) | ((lv == rv) & (li < ri)) | jnp.isnan(lv)
+    return jnp.where(take_left, lv, rv), jnp.where(take_left, li, ri)
+
+  m, first = lax.reduce((parts, index), (jnp.asarray(-jnp.inf, y.dtype),
+                                          jnp.asarray(p * p, dtype)),
+                        pick, (parts.ndim - 2,))
+  return m.reshape(n, ph, t * tj, o), first.reshape(n, ph, t * tj, o)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
+def _banded_pool_one_channel(x, kernel, window, tile):
+  return _first_max(_pooled_rows_matmul(x, kernel, window, tile))[0]
+
+
+def _banded_pool_one_channel_fwd(x, kernel, window, tile):
+  pooled, first = _first_max(_pooled_rows_matmul(x, kernel, window, tile))
+  return pooled, (x, kernel, first)
+
+
+def _banded_pool_one_channel_bwd(window, tile, res, g):
+  x, kernel, first = res
+  n = x.shape[0]
+  kh, kw, _, o = kernel.shape
+  p = window
+  ho, wo, ph, pw, tile = _pool_plan(x.shape, kernel.shape, window, tile)
+  # G: (N, PH, PW, p*p, O), the pooled gradient at its window's first max.
+  pos = jnp.arange(p * p, dtype=first.dtype)
+  gk = jnp.where(first[..., None, :] == pos[:, None], g[..., None, :], 0).astype(g.dtype)
+  u, v = p + kh - 1, p + kw - 1
+  s = jnp.stack([lax.slice(x, (0, i, j, 0), (n, i + p * (ph - 1) + 1, j + p * (pw - 1) + 1, 1),
+                           (1, p, p, 1)) for i in range(u) for j in range(v)])
+  r = lax.dot_general(s.reshape(u * v, n * ph * pw), gk.reshape(n * ph * pw, p * p * o),
+                      (((1,), (0,)), ((), ())))
+  r = r.reshape(u, v, p, p, o)
+  dk = sum(r[a:a + kh, b:b + kw, a, b] for a in range(p) for b in range(p))
+  # The input's gradient through the unpooled banded conv (dropped by XLA when unused).
+  dy = gk.reshape(n, ph, pw, p, p, o).transpose(0, 1, 3, 2, 4, 5).reshape(n, ho, wo, o)
+  _, input_vjp = jax.vjp(lambda x: _banded_rows(x, kernel, (1, 1), tile), x)
+  return input_vjp(dy)[0], dk.reshape(kh, kw, 1, o).astype(kernel.dtype)
+
+
+_banded_pool_one_channel.defvjp(_banded_pool_one_channel_fwd, _banded_pool_one_channel_bwd)
+
+
 # Interpolation points of `winograd_matrices`, in the order they are taken (plus the
 # point at infinity): small integers and their reciprocals keep the transforms' entries
 # small, which is what bounds the float error (Lavin & Gray 2016, "Fast algorithms for
@@ -523,6 +635,12 @@ class Conv(nn.Module):
       width); None picks by `pick_band_tile`'s rule.
     winograd_tile: output columns per transform under 'winograd' (a divisor of the
       output width); None picks by `pick_winograd_tile`'s rule.
+    pool: 0, or a non-overlapping max-pooling window (stride = window) applied to the
+      convolution's output BEFORE the bias is added: max(y + b) = max(y) + b exactly
+      (float rounding is monotonic), and the bias then touches window**2 times fewer
+      values. Pooling is `max_pool(y, pool, pool, impl)`; under 'banded' on CPU with a
+      one-channel input and stride 1 (LeNet-5's conv1) convolution and pooling are one
+      fused op (`_banded_pool_one_channel`).
     kernel_init, bias_init: initialisers.
     dtype: computation dtype; parameters are kept in `param_dtype`.
     param_dtype: parameter dtype.
@@ -536,6 +654,7 @@ class Conv(nn.Module):
   patches: str = 'slices'
   band_tile: int | None = None
   winograd_tile: int | None = None
+  pool: int = 0
   kernel_init: Initializer = caffe_xavier
   bias_init: Initializer = nn.initializers.zeros_init()
   dtype: Any = jnp.float32
@@ -550,6 +669,9 @@ class Conv(nn.Module):
       raise ValueError(f'Conv.patches must be one of {_PATCHES}, got {self.patches!r}')
     if x.ndim != 4:
       raise ValueError(f'Conv expects NHWC input with 4 dims, got shape {x.shape}')
+    if isinstance(self.pool, bool) or not isinstance(self.pool, int) or self.pool < 0:
+      raise ValueError(f'Conv.pool must be 0 (no pooling) or a window >= 1, got '
+                       f'{self.pool!r}')
     ks = _pair(self.kernel_size, 'kernel_size')
     st = _pair(self.strides, 'strides')
     pads = _padding_pairs(self.padding, ks)
@@ -560,7 +682,15 @@ class Conv(nn.Module):
             if self.use_bias else None)
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
 
-    if self.impl == 'xla':
+    padded = (x.shape[0], x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]), c_in)
+    fused = (self.pool and self.impl == 'banded' and st == (1, 1)
+             and jax.default_backend() == 'cpu'
+             and _pool_plan(padded, kernel.shape, self.pool, self.band_tile) is not None)
+    if fused:
+      if any(p for pair in pads for p in pair):
+        x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+      y = _banded_pool_one_channel(x, kernel, self.pool, self.band_tile)
+    elif self.impl == 'xla':
       y = lax.conv_general_dilated(x, kernel, st, pads,
                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     elif self.impl == 'banded':
@@ -576,6 +706,8 @@ class Conv(nn.Module):
         cols = build(x, ks, st, pads)
       w = kernel.reshape(-1, self.features)  # HWIO -> (KH*KW*C, O), matches (KH, KW, C)
       y = lax.dot_general(cols, w, (((3,), (0,)), ((), ())))
+    if self.pool and not fused:
+      y = max_pool(y, self.pool, self.pool, self.impl)
     if bias is not None:
       y = y + bias
     return y

@@ -14,7 +14,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from imbjax.models.layers import Conv, caffe_xavier, max_pool
+from imbjax.models.layers import Conv, caffe_xavier
 
 
 class LeNet5(nn.Module):
@@ -43,10 +43,10 @@ class LeNet5(nn.Module):
     # 2026-11-28) Winograd in both layers ran 0.98x banded, Winograd in conv2 alone with
     # a banded conv1 1.21x. So conv1 stays banded under 'winograd'.
     first = 'banded' if self.conv_impl == 'winograd' else self.conv_impl
-    x = Conv(20, 5, impl=first, patches='xla', dtype=self.dtype, name='conv1')(x)
-    x = max_pool(x, 2, 2, self.conv_impl)
-    x = Conv(50, 5, impl=self.conv_impl, dtype=self.dtype, name='conv2')(x)
-    x = max_pool(x, 2, 2, self.conv_impl)
+    # Each conv is followed by its 2x2 max-pool inside `Conv` (`pool=2`): the bias comes
+    # after the pool, and on CPU conv1 and its pool are one fused op.
+    x = Conv(20, 5, impl=first, patches='xla', pool=2, dtype=self.dtype, name='conv1')(x)
+    x = Conv(50, 5, impl=self.conv_impl, pool=2, dtype=self.dtype, name='conv2')(x)
     # Flattened in HWC order (Caffe flattens CHW); only matters for weight import.
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(500, kernel_init=caffe_xavier, dtype=self.dtype, name='fc1')(x)
