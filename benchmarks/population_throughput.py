@@ -99,7 +99,7 @@ def make_population(p: int, labels: np.ndarray, seed: int = 0) -> pop.Member:
 def compiled_bytes(trainer, state, members, data, steps) -> int:
   """Bytes XLA needs for one chunk call: arguments + outputs + temporaries - aliases."""
   compiled = pop._train_chunk_jit.lower(trainer, state, members, data, steps,
-                                       pop.model_shards(members)).compile()
+                                       pop.chunk_mesh(members)).compile()
   m = compiled.memory_analysis()
   if m is None:
     return -1

@@ -6,6 +6,7 @@ Trains a small fixed population twice: on the mesh of every device (sharded mode
 and, in single-process mode, unsharded on one device; saves the parameters of both.
 """
 
+import re
 import sys
 
 import jax
@@ -42,12 +43,18 @@ def train(mesh):
   m = pop.place(members, mesh)
   d = pop.place(data, mesh, replicated=True)
   state = pop.init_population(trainer, m)
+  hlo = pop._train_chunk_jit.lower(trainer, state, m, d, 6, pop.chunk_mesh(m)).compile().as_text()
   state, _ = pop.train_chunk(trainer, state, m, d, 6)
   logits = pop.predict(trainer, state, d.images[:64], batch_size=32)
   flat = {"/".join(str(k.key) for k in path): v for path, v in
           jax.tree_util.tree_leaves_with_path(pop.fetch(state.params))}
   flat = {k: v[:size] for k, v in flat.items()}
   flat["logits"] = pop.fetch(logits)[:size]
+  # The models are independent: a collective in the step would make the devices wait
+  # for each other (see `population._train_chunk`).
+  flat["collectives"] = np.array(len(re.findall(
+      r"= \S+ (?:all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)"
+      r"(?:-start)?\(", hlo)))
   return flat
 
 

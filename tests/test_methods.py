@@ -70,9 +70,13 @@ MIXED = ("baseline", "oversampling", "undersampling", "weighted_ce", "effective_
 
 # Population vs one model at a time sums some products in another order; Winograd's
 # transforms (entries up to 3^7) amplify that ~30x (measured: 3.6e-5 absolute on
-# parameters of ~0.01-0.04 after the chunk), so its bound is looser.
+# parameters of ~0.01-0.04 after the chunk), so its bound is looser. Differences of
+# ~3e-6 in conv2's output can also flip a near-tie of a 2x2 max-pool, which moves the
+# gradient to another pixel: measured 2.5e-4 on one conv1 bias of 0.017 (2026-11-29,
+# after layout changes reordered some sums). A wrong member or method is off by the
+# parameters' own scale.
 @pytest.mark.parametrize("impl,tol", [("banded", dict(rtol=2e-5, atol=2e-6)),
-                                      ("winograd", dict(rtol=1e-3, atol=2e-4))])
+                                      ("winograd", dict(rtol=1e-3, atol=5e-4))])
 def test_population_of_mixed_methods_equals_separate_runs(problem, impl, tol):
   labels, data, subset, _ = problem
   trainer = pop.Trainer(batch_size=8, total_steps=STEPS, conv_impl=impl)

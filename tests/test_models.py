@@ -664,19 +664,27 @@ def test_lenet5_under_winograd_runs_conv1_banded_and_conv2_winograd(monkeypatch)
 def test_winograd_asks_for_full_float32_precision_in_every_product():
   # On GPU/TPU a float32 matmul may run on TF32/bfloat16 inputs by default, which the
   # transforms' cancellation would not survive; CPU cannot show that, the jaxpr can.
+  # The backward pass too: two of its maps are written by hand (`_input_transform`,
+  # `_stack_rows`).
   x, k = jnp.zeros((1, 12, 12, 3)), jnp.zeros((5, 5, 3, 4))
-  jaxpr = jax.make_jaxpr(lambda x, k: layers.winograd_conv(x, k, (1, 1), ((0, 0), (0, 0))))
+  conv = lambda x, k: layers.winograd_conv(x, k, (1, 1), ((0, 0), (0, 0)))
 
-  def dots(jaxpr):  # einsum wraps its dot in a nested jit
+  def dots(jaxpr):  # einsum and custom_vjp wrap their dots in nested jaxprs
     for e in jaxpr.eqns:
       if e.primitive.name == 'dot_general':
         yield e
-      elif 'jaxpr' in e.params:
-        yield from dots(e.params['jaxpr'])
+      for v in e.params.values():
+        v = getattr(v, 'jaxpr', v)  # a ClosedJaxpr holds its Jaxpr
+        if hasattr(v, 'eqns'):
+          yield from dots(v)
 
-  found = list(dots(jaxpr(x, k).jaxpr))
-  assert len(found) == 4  # input, kernel and output transforms, and the batched matmul
-  for e in found:
+  forward = list(dots(jax.make_jaxpr(conv)(x, k).jaxpr))
+  assert len(forward) == 4  # input, kernel and output transforms, and the batched matmul
+  both = list(dots(jax.make_jaxpr(jax.grad(lambda x, k: conv(x, k).sum(), (0, 1)))(x, k).jaxpr))
+  # forward 4, backward: the input transform's and the batched matmul's two transposes
+  # and the output and kernel transforms' transposes
+  assert len(both) >= 9
+  for e in forward + both:
     assert e.params['precision'] == (lax.Precision.HIGHEST, lax.Precision.HIGHEST)
 
 

@@ -264,6 +264,7 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
   _check(_run_worker([str(out)], {"XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu"}))
   r = np.load(out)
   assert int(r["num_devices"]) == 4
+  assert int(r["sharded/collectives"]) == 0
   for k in r.files:
     if k.startswith("sharded/"):
       np.testing.assert_allclose(r[k], r["single/" + k[len("sharded/"):]],
