@@ -539,13 +539,16 @@ def use_cpu_devices(n: int) -> int:
 
   Why: on XLA:CPU a small CNN's step is a chain of small ops, and splitting each op over
   threads buys little; `n` devices, each training its share of the (sharded) population
-  on one thread, is the in-process form of "one process per core". Measured on 2 AMD
-  EPYC cores with LeNet-5 (benchmarks/README.md, 2026-11-28), two devices vs one:
-  4,227-5,125 vs 3,525-3,676 images/s for 128 models; 3,324-5,340 vs 3,728-3,853 for 32
-  (noisier from run to run). It pays only for populations of at least `n` models
-  (smaller ones are padded with duplicates). It must run before the first JAX
-  computation, and it sets `--xla_cpu_multi_thread_eigen=false` in XLA_FLAGS (both only
-  affect the CPU backend, so calling it on a GPU host changes nothing there).
+  on one thread as its own program (`train_chunk` uses `jax.shard_map`), is the
+  in-process form of "one process per core". Measured on 2 Intel Xeon cores with
+  LeNet-5 (benchmarks/README.md, 2026-11-29), two devices vs one two-threaded device:
+  10,448 vs 6,876 images/s for 32 models, 9,522 vs 7,239 for 8; one model 5,005 vs
+  7,766. With one model per block (the CPU default) a model's parameters come out the
+  same, bit for bit, whatever the number of such devices (one multi-threaded device
+  sums some products in another order, ~1e-6 relative). Populations smaller than `n` are
+  padded with duplicates. It must run before the first JAX computation, and it sets
+  `--xla_cpu_multi_thread_eigen=false` in XLA_FLAGS (both only affect the CPU backend,
+  so calling it on a GPU host changes nothing there).
 
   Args:
     n: devices; 0 means one per core (`os.cpu_count()`).

@@ -1,6 +1,7 @@
 """benchmarks/population_throughput.py runs end to end in quick mode (never asserts speed)."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -54,6 +55,24 @@ def test_quick_run_prints_table_and_json_last(capsys):
   assert last["bytes_per_model"] > 4 * 431_080 * 2  # at least params + momentum in float32
   rows = [line.split() for line in lines if line.split()[:1] in (["1"], ["4"])]
   assert len(rows) == 2  # one table row per P
+
+
+def test_default_run_shards_over_one_device_per_core():
+  # The plain command's own process: JAX must not have started before the devices are set.
+  import os
+  import subprocess
+  import sys
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  proc = subprocess.run(
+      [sys.executable, "-m", "benchmarks.population_throughput", "--populations=1,3",
+       "--steps=2", "--repeats=1", "--warmup=0", "--train-size=256", "--reference=jax"],
+      cwd=root, env=env, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  last = json.loads(proc.stdout.strip().splitlines()[-1])
+  assert last["devices"] == (os.cpu_count() or 1)
+  assert "--xla_cpu_multi_thread_eigen=false" in proc.stdout.splitlines()[0]
+  assert set(last["per_p"]) == {"1", "3"}  # 3 models padded to the devices, 3 counted
 
 
 def test_bad_population_flag_is_refused():

@@ -265,10 +265,11 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
   r = np.load(out)
   assert int(r["num_devices"]) == 4
   assert int(r["sharded/collectives"]) == 0
+  # Each device runs the one-device program on its own models (shard_map, one model
+  # per block on CPU): the same numbers, bit for bit.
   for k in r.files:
     if k.startswith("sharded/"):
-      np.testing.assert_allclose(r[k], r["single/" + k[len("sharded/"):]],
-                                 rtol=2e-5, atol=2e-6)
+      np.testing.assert_array_equal(r[k], r["single/" + k[len("sharded/"):]], err_msg=k)
 
 
 def test_two_processes_with_jax_distributed(tmp_path):
@@ -286,6 +287,10 @@ def test_two_processes_with_jax_distributed(tmp_path):
   r, single = np.load(out), np.load(ref)
   assert int(r["num_devices"]) == 2
   for k in r.files:
-    if k.startswith("sharded/"):
-      np.testing.assert_allclose(r[k], single["single/" + k[len("sharded/"):]],
-                                 rtol=2e-5, atol=2e-6)
+    if k.startswith("sharded/") and k != "sharded/logits":
+      np.testing.assert_array_equal(r[k], single["single/" + k[len("sharded/"):]],
+                                    err_msg=k)
+  # `predict` vmaps each device's models at once (2 per device here, 3 in one process):
+  # other matmul shapes, other rounding.
+  np.testing.assert_allclose(r["sharded/logits"], single["single/logits"], rtol=2e-5,
+                             atol=2e-6)
