@@ -211,3 +211,19 @@ def test_non_finite_outputs_are_scored_as_diverged_not_crashing():
   assert row["extra"]["non_finite_outputs"] and np.isnan(row["auc"])
   fine = train.score(np.eye(3)[labels] * 5, labels, np.array([5, 5, 1]), 3)
   assert fine["auc"] == 1.0 and fine["accuracy"] == 1.0
+
+
+def test_sweep_picks_cpu_devices_from_the_study_without_starting_jax(monkeypatch):
+  from absl import app
+  from experiments import sweep
+  monkeypatch.setattr("os.cpu_count", lambda: 2)
+  many = _config(population_size=64)  # several models per population
+  assert train.phase1_models_per_case(many) * len(train.groups(many, train.cases(many))[0].cases) >= 2
+  assert sweep.cpu_devices("auto", many) == 2
+  one = _config(profile="original", methods=("baseline",), repetitions=1, base_lrs=(0.01,))
+  assert train.phase1_models_per_case(one) == 1
+  assert sweep.cpu_devices("auto", one) == 1  # a lone model: one two-threaded device
+  assert sweep.cpu_devices("0", one) == 0 and sweep.cpu_devices("3", one) == 3
+  for bad in ("-1", "two", ""):
+    with pytest.raises(app.UsageError, match=f"'auto' or an int >= 0.*got {bad!r}"):
+      sweep.cpu_devices(bad, one)

@@ -17,7 +17,8 @@ with per-model kernels becomes a grouped convolution (4-8x slower), and inside
   convolution) but far less data movement; LeNet-5's choice off CPU (and for its conv1
   on CPU), whose images are narrow (28 and 12 columns for 5-wide kernels). On CPU a
   one-channel input's kernel gradient is one matmul over stacked input taps
-  (`_banded_one_channel`).
+  (`_banded_one_channel`), and a one-channel conv followed by its max-pool (`Conv.pool`,
+  LeNet-5's conv1) is one fused op (`_banded_pool_one_channel`).
 - ``impl='winograd'``: the 1-D Winograd transform F(m, KW) along the width, and image
   rows stacked along the height (`winograd_conv`): one batched matmul over the
   transform's points with K = KH*C, N = O. Fewer multiply-adds than a direct
@@ -332,12 +333,13 @@ def _banded_one_channel_bwd(strides, tile, res, dy):
 _banded_one_channel.defvjp(_banded_one_channel_fwd, _banded_one_channel_bwd)
 
 
-# LeNet-5's conv1 and its 2x2 max-pool fused, on CPU (`Conv.pool`). Three things the
-# separate layers cannot do:
+# LeNet-5's conv1 and its 2x2 max-pool fused, on CPU (`Conv.pool`). Measured in the
+# engine's step (one single-threaded Intel Xeon core, P=4, in-process A/B against the
+# previous engine, 2026-11-29): +8%. Three things the separate layers cannot do:
 # - the banded matmul's rows come in (window row a, pooled row i) order and its band's
 #   columns in (window column b, pooled column j, channel) order, so that the pool's
 #   p*p candidates are p*p contiguous blocks of the matmul output and the max and the
-#   first-max index are one elementwise pass (no strided reduce);
+#   first-max index are one pass (`_first_max`; no strided reduce);
 # - the kernel gradient needs only the pooled gradient g, routed per window position:
 #   with S[u, v] the input sampled at stride p from offset (u, v) (u < p + KH - 1), and
 #   G_k = g where the window's first max is at position k (else 0),
@@ -608,8 +610,9 @@ def winograd_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   Exact in real arithmetic; in float32 the transforms add rounding that grows with n
   (`_MAX_WINOGRAD_POINTS`). It computes in float32 even under a bfloat16 compute dtype
   (then only its inputs and result are bfloat16): its output transform cancels large
-  terms, which bfloat16 matmul inputs would not survive. Gradients are JAX's own: the
-  transforms are linear maps.
+  terms, which bfloat16 matmul inputs would not survive. Gradients are JAX's own (the
+  transforms are linear maps) except two transposed maps written for XLA:CPU's layouts
+  (`_input_transform`, `_stack_rows`).
 
   Args:
     x: (N, H, W, C).
