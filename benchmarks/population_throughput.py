@@ -23,12 +23,12 @@ reference, bytes per model) and, as its LAST line, one JSON object with at least
   python -m benchmarks.population_throughput                      # P in 1,8,32,128
   python -m benchmarks.population_throughput --cpu-devices 1      # one multi-threaded device
   python -m benchmarks.population_throughput --quick              # seconds, for tests
+  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
+    python -m benchmarks.population_throughput                    # see README.md
 
 On CPU the populations are sharded over one single-threaded XLA device per core by
 default (`population.use_cpu_devices`): on 2 Intel Xeon cores that trained 32 LeNet-5s
 at 2.6x the PyTorch loop against 1.6x on one two-threaded device (README.md).
-  LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4 \
-    python -m benchmarks.population_throughput                    # see README.md
 
 Memory per model comes from XLA's own accounting of the compiled chunk
 (`Compiled.memory_analysis()`: arguments + outputs + temporaries - aliased donations),

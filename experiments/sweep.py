@@ -64,9 +64,7 @@ def cpu_devices(flag: str, config) -> int:
                            f"core), got {flag!r}")
     return n
   cores = os.cpu_count() or 1
-  largest = max((len(g.cases) for g in train.groups(config, train.cases(config))),
-                default=0) * train.phase1_models_per_case(config)
-  return cores if largest >= cores else 1
+  return cores if train.largest_population(config) >= cores else 1
 
 
 def main(argv):

@@ -455,9 +455,8 @@ def _train_chunk(trainer, state, members, data, num_steps, mesh):
   # (LeNet-5, P=32 vs 16), against 2x for two processes (2 Intel Xeon cores, 2026-11-29).
   model = PartitionSpec(MODEL_AXIS)
   local = functools.partial(_train_local, trainer, num_steps=num_steps)
-  return jax.shard_map(lambda s, m, d: local(s, m, d), mesh=mesh,
-                       in_specs=(model, model, PartitionSpec()), out_specs=model,
-                       check_vma=False)(state, members, data)
+  return jax.shard_map(local, mesh=mesh, in_specs=(model, model, PartitionSpec()),
+                       out_specs=model, check_vma=False)(state, members, data)
 
 
 _train_chunk_jit = jax.jit(_train_chunk, static_argnums=(0, 4, 5), donate_argnums=(1,))

@@ -192,17 +192,14 @@ class Group:
   group_id: str
 
 
-def phase1_models_per_case(config) -> int:
-  """Phase-1 models trained for each case (every case has the same)."""
-  all_cases = cases(config)
-  if not all_cases:
-    return 0
-  return len([s for s in model_specs(config, all_cases[0])[0] if not s.method.is_phase2])
+def _phase1_models(config, case: Case) -> int:
+  """Phase-1 models trained for a case (every case of a config has the same number)."""
+  return len([s for s in model_specs(config, case)[0] if not s.method.is_phase2])
 
 
 def groups(config, all_cases: Sequence[Case]) -> list[Group]:
   """Splits the cases into groups of at most `population_size` phase-1 models."""
-  per_case = phase1_models_per_case(config) if all_cases else 1
+  per_case = _phase1_models(config, all_cases[0]) if all_cases else 1
   cases_per_group = max(1, config.population_size // max(per_case, 1))
   out = []
   for i in range(0, len(all_cases), cases_per_group):
@@ -210,6 +207,15 @@ def groups(config, all_cases: Sequence[Case]) -> list[Group]:
     gid = hashlib.sha1("|".join(c.name for c in chunk).encode()).hexdigest()[:12]
     out.append(Group(chunk, gid))
   return out
+
+
+def largest_population(config) -> int:
+  """Phase-1 models in the study's largest population (pure Python: no JAX backend)."""
+  all_cases = cases(config)
+  if not all_cases:
+    return 0
+  return max(len(g.cases) for g in groups(config, all_cases)) * _phase1_models(
+      config, all_cases[0])
 
 
 # ----------------------------------------------------------------------------------------

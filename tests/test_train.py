@@ -218,10 +218,10 @@ def test_sweep_picks_cpu_devices_from_the_study_without_starting_jax(monkeypatch
   from experiments import sweep
   monkeypatch.setattr("os.cpu_count", lambda: 2)
   many = _config(population_size=64)  # several models per population
-  assert train.phase1_models_per_case(many) * len(train.groups(many, train.cases(many))[0].cases) >= 2
+  assert train.largest_population(many) >= 2
   assert sweep.cpu_devices("auto", many) == 2
   one = _config(profile="original", methods=("baseline",), repetitions=1, base_lrs=(0.01,))
-  assert train.phase1_models_per_case(one) == 1
+  assert train.largest_population(one) == 1
   assert sweep.cpu_devices("auto", one) == 1  # a lone model: one two-threaded device
   assert sweep.cpu_devices("0", one) == 0 and sweep.cpu_devices("3", one) == 3
   for bad in ("-1", "two", ""):
