@@ -31,7 +31,7 @@ import jax
 import numpy as np
 
 from benchmarks import population_throughput
-from imbjax import population as pop
+from imbjax import engine
 from imbjax.models import layers
 
 PAPER_NETWORKS = 22_500
@@ -45,29 +45,29 @@ def _members(p: int, labels: np.ndarray):
   for i in range(p):
     n = int(rng.integers(1_000, 50_000))  # plans of different lengths, padded and masked
     plans.append(np.sort(rng.choice(labels.size, n, replace=n > labels.size)))
-  return pop.stack_members([
-      pop.make_member(jax.random.key(i), plan, 10, base_lr=0.01) for i, plan in
+  return engine.stack_members([
+      engine.make_member(jax.random.key(i), plan, 10, base_lr=0.01) for i, plan in
       enumerate(plans)])
 
 
 def measure(impl: str, p: int, steps: int, data, labels, model_block=None,
             dtype: str = "float32", repeats: int = 1) -> dict:
-  trainer = pop.Trainer(batch_size=BATCH, total_steps=PAPER_ITERATIONS, conv_impl=impl,
+  trainer = engine.Trainer(batch_size=BATCH, total_steps=PAPER_ITERATIONS, conv_impl=impl,
                         model_block=model_block, compute_dtype=dtype)
   members = jax.device_put(_members(p, labels))
-  state = pop.init_population(trainer, members)
+  state = engine.init_population(trainer, members)
   t0 = time.perf_counter()
   # XLA's own account of this configuration's memory (arguments + outputs + temporaries
   # - donated aliases); the device's peak_bytes_in_use is a process-wide high-water mark,
   # so in a run of several configurations it repeats the largest one seen so far.
   xla_bytes = population_throughput.compiled_bytes(trainer, state, members, data, steps)
-  state, m = pop.train_chunk(trainer, state, members, data, steps)
+  state, m = engine.train_chunk(trainer, state, members, data, steps)
   jax.block_until_ready(m)
   compile_s = time.perf_counter() - t0
   times = []
   for _ in range(repeats):
     t0 = time.perf_counter()
-    state, m = pop.train_chunk(trainer, state, members, data, steps)
+    state, m = engine.train_chunk(trainer, state, members, data, steps)
     jax.block_until_ready(m)
     times.append(time.perf_counter() - t0)
   dt = float(np.median(times))
@@ -134,7 +134,7 @@ def main(argv=None) -> dict:
   rng = np.random.default_rng(0)
   n = args.train_size
   labels = rng.integers(0, 10, n).astype(np.int32)
-  data = jax.device_put(pop.TrainData(rng.random((n, 28, 28, 1), dtype=np.float32), labels))
+  data = jax.device_put(engine.TrainData(rng.random((n, 28, 28, 1), dtype=np.float32), labels))
   print(f"device: {jax.devices()[0].device_kind}, jax {jax.__version__}", flush=True)
   results = []
   for dtype in args.dtypes.split(","):

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imbjax import population as pop
+from imbjax import engine
 
 # Forward multiply-adds of LeNet-5 (Table 2) on one 28x28x1 image, times 2 (FLOP per
 # MAC), times 3 (forward + input gradient + weight gradient), the usual training count:
@@ -67,7 +67,7 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5, mesh=None) -> float:
   a = jax.random.normal(key_a, (d, n, n), jnp.float32)
   b = jax.random.normal(key_b, (d, n, n), jnp.float32)
   if mesh is not None:
-    a, b = pop.place(np.asarray(a), mesh), pop.place(np.asarray(b), mesh)
+    a, b = engine.place(np.asarray(a), mesh), engine.place(np.asarray(b), mesh)
   f = jax.jit(jax.vmap(jnp.matmul))
   jax.block_until_ready(f(a, b))
   best = float("inf")
@@ -78,15 +78,15 @@ def matmul_peak_gflops(n: int = 2048, repeats: int = 5, mesh=None) -> float:
   return d * 2 * n ** 3 / best / 1e9
 
 
-def synthetic_data(n: int, seed: int = 0) -> pop.TrainData:
+def synthetic_data(n: int, seed: int = 0) -> engine.TrainData:
   """MNIST-shaped random training set (the step's cost does not depend on the pixels)."""
   k_img, k_lab = jax.random.split(jax.random.key(seed))
   images = jax.random.uniform(k_img, (n, 28, 28, 1), jnp.float32)
   labels = jax.random.randint(k_lab, (n,), 0, NUM_CLASSES, jnp.int32)
-  return pop.TrainData(images, labels)
+  return engine.TrainData(images, labels)
 
 
-def make_population(p: int, labels: np.ndarray, seed: int = 0) -> pop.Member:
+def make_population(p: int, labels: np.ndarray, seed: int = 0) -> engine.Member:
   """P members with their own key and own class-sorted plan (a random subset, 50-100%)."""
   n = labels.shape[0]
   keys = jax.random.split(jax.random.key(seed + 1), p)
@@ -96,15 +96,15 @@ def make_population(p: int, labels: np.ndarray, seed: int = 0) -> pop.Member:
     size = int(jax.random.randint(k_len, (), n // 2, n + 1))
     plan = np.sort(np.asarray(jax.random.permutation(k_perm, n))[:size])
     plan = plan[np.argsort(labels[plan], kind="stable")]
-    members.append(pop.make_member(keys[i], plan, NUM_CLASSES, base_lr=0.01,
+    members.append(engine.make_member(keys[i], plan, NUM_CLASSES, base_lr=0.01,
                                    plan_labels=labels[plan]))
-  return pop.stack_members(members)
+  return engine.stack_members(members)
 
 
 def compiled_bytes(trainer, state, members, data, steps) -> int:
   """Bytes XLA needs for one chunk call: arguments + outputs + temporaries - aliases."""
-  compiled = pop._train_chunk_jit.lower(trainer, state, members, data, steps,
-                                       pop.chunk_mesh(members)).compile()
+  compiled = engine.loop._train_chunk_jit.lower(trainer, state, members, data, steps,
+                                       engine.chunk_mesh(members)).compile()
   m = compiled.memory_analysis()
   if m is None:
     return -1
@@ -119,15 +119,15 @@ class PopulationRun:
   of the device count by `population.pad_population`; only the P real models count).
   """
 
-  def __init__(self, trainer: pop.Trainer, p: int, data: pop.TrainData, steps: int,
+  def __init__(self, trainer: engine.Trainer, p: int, data: engine.TrainData, steps: int,
                mesh=None):
     self.trainer, self.p, self.steps = trainer, p, steps
     members = make_population(p, np.asarray(data.labels))
     if mesh is not None:
-      members, _ = pop.pad_population(members, mesh.devices.size)
-      data = pop.place(data, mesh, replicated=True)
-    self.members, self.data = pop.place(members, mesh), data
-    self.state = pop.init_population(trainer, self.members)
+      members, _ = engine.pad_population(members, mesh.devices.size)
+      data = engine.place(data, mesh, replicated=True)
+    self.members, self.data = engine.place(members, mesh), data
+    self.state = engine.init_population(trainer, self.members)
     nbytes = compiled_bytes(trainer, self.state, self.members, data, steps)
     if mesh is not None and nbytes > 0:
       nbytes *= mesh.devices.size  # XLA reports one device's program; data is replicated
@@ -138,7 +138,7 @@ class PopulationRun:
   def run(self) -> float:
     """Seconds for one chunk (the state carries over, as in training)."""
     t0 = time.perf_counter()
-    self.state, metrics = pop.train_chunk(self.trainer, self.state, self.members, self.data,
+    self.state, metrics = engine.train_chunk(self.trainer, self.state, self.members, self.data,
                                           self.steps)
     jax.block_until_ready(metrics)
     seconds = time.perf_counter() - t0
@@ -152,7 +152,7 @@ class PopulationRun:
     return ips
 
 
-def torch_reference(data: pop.TrainData, steps: int) -> Callable[[], float] | None:
+def torch_reference(data: engine.TrainData, steps: int) -> Callable[[], float] | None:
   """A PyTorch one-model LeNet-5 SGD loop (None if torch is not installed).
 
   Returns a function that runs `steps` steps and gives their images/s.
@@ -192,7 +192,7 @@ def torch_reference(data: pop.TrainData, steps: int) -> Callable[[], float] | No
   return timed
 
 
-def jax_loop_reference(trainer: pop.Trainer, data: pop.TrainData,
+def jax_loop_reference(trainer: engine.Trainer, data: engine.TrainData,
                        steps: int) -> Callable[[], float]:
   """One model stepped from Python by a jitted `population.train_step`.
 
@@ -200,8 +200,8 @@ def jax_loop_reference(trainer: pop.Trainer, data: pop.TrainData,
   """
   members = make_population(1, np.asarray(data.labels))
   member = jax.tree.map(lambda x: jnp.asarray(x[0]), members)
-  state = jax.jit(pop.init_state, static_argnums=0)(trainer, member)
-  step = jax.jit(pop.train_step, static_argnums=0, donate_argnums=1)
+  state = jax.jit(engine.init_state, static_argnums=0)(trainer, member)
+  step = jax.jit(engine.train_step, static_argnums=0, donate_argnums=1)
   state, m = step(trainer, state, member, data)
   jax.block_until_ready(m)
 
@@ -276,9 +276,9 @@ def main(argv=None) -> dict:
     budget = a.memory_gib * 2 ** 30
 
   if a.cpu_devices != 1:
-    pop.use_cpu_devices(a.cpu_devices)
-  mesh = pop.model_mesh() if jax.device_count() > 1 else None
-  trainer = pop.Trainer(model="lenet5", num_classes=NUM_CLASSES, batch_size=BATCH,
+    engine.use_cpu_devices(a.cpu_devices)
+  mesh = engine.model_mesh() if jax.device_count() > 1 else None
+  trainer = engine.Trainer(model="lenet5", num_classes=NUM_CLASSES, batch_size=BATCH,
                         total_steps=10_000, conv_impl=a.conv_impl,
                         model_block=a.model_block)
   data = synthetic_data(a.train_size)

@@ -23,9 +23,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from imbjax import figures
-from imbjax import population
+from imbjax import engine
 from imbjax import store as store_lib
-from imbjax import train
+from imbjax import study
 
 _QUICKSTART = os.path.join(os.path.dirname(__file__), "configs", "quickstart.py")
 _CONFIG = config_flags.DEFINE_config_file(
@@ -64,7 +64,7 @@ def cpu_devices(flag: str, config) -> int:
                            f"core), got {flag!r}")
     return n
   cores = os.cpu_count() or 1
-  return cores if train.largest_population(config) >= cores else 1
+  return cores if study.largest_population(config) >= cores else 1
 
 
 def main(argv):
@@ -72,7 +72,7 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   n = cpu_devices(_CPU_DEVICES.value, _CONFIG.value)
   if n != 1:
-    population.use_cpu_devices(n)
+    engine.use_cpu_devices(n)
   if _COORDINATOR.value:
     # Every process builds the same deterministic grid; the model axis of each
     # population is sharded over all devices of all processes; process 0 writes the store.
@@ -83,7 +83,7 @@ def main(argv):
   workdir = _WORKDIR.value or os.path.join(
       "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
   logging.set_verbosity(logging.INFO)
-  result = train.train_and_evaluate(config, workdir, log=print)
+  result = study.train_and_evaluate(config, workdir, log=print)
   if "store" not in result:  # not process 0: nothing to print
     return
   with store_lib.ResultsStore(workdir) as store:

@@ -1,7 +1,7 @@
 """Methods for imbalance as data: the paper's seven (plus baseline) and the modern ones.
 
 This module owns the registry of methods by name and turns a method into the per-model
-arrays of a `population.Member`. Nothing downstream branches on a method's name: a
+arrays of a `engine.Member`. Nothing downstream branches on a method's name: a
 method is a `Method` record whose fields say how its training plan is built, which loss
 coefficients it trains with, whether it is a second phase starting from another
 method's trained model, or whether it is only a different *evaluation* of another
@@ -37,7 +37,7 @@ import jax
 import numpy as np
 
 from imbjax import losses
-from imbjax import population
+from imbjax import engine
 from imbjax import sampling
 
 
@@ -235,8 +235,8 @@ def _loss_coefficients(method: Method, counts: np.ndarray, total_steps: int) -> 
 
 def make_member(method: Method, *, subset: np.ndarray, labels: np.ndarray,
                 num_classes: int, key: jax.Array, base_lr: float, ratio: float = 1.0,
-                total_steps: int, phase: int = 1) -> population.Member:
-  """The `population.Member` that trains `method` (phase 1, or its phase 2).
+                total_steps: int, phase: int = 1) -> engine.Member:
+  """The `engine.Member` that trains `method` (phase 1, or its phase 2).
 
   Args:
     method: a training method (not evaluation-only).
@@ -270,6 +270,6 @@ def make_member(method: Method, *, subset: np.ndarray, labels: np.ndarray,
   kwargs = dict(coeffs)
   if probs is not None:
     kwargs.update(classwise=True, probs_start=probs[0], probs_end=probs[1])
-  return population.make_member(
+  return engine.make_member(
       key, plan, num_classes, base_lr=lr, plan_labels=labels[plan],
       output_only=(phase == 2), **kwargs)

@@ -7,7 +7,7 @@ import pytest
 
 from imbjax import imbalance
 from imbjax import methods
-from imbjax import population as pop
+from imbjax import engine
 
 C = 10
 STEPS = 8
@@ -20,7 +20,7 @@ def problem():
   images = rng.random((labels.size, 28, 28, 1), dtype=np.float32)
   counts = imbalance.step(C, 30, rho=10, mu=0.5, minority="lowest")
   subset = imbalance.subsample(labels, counts, jax.random.key(0))
-  return labels, pop.TrainData(jnp.asarray(images), jnp.asarray(labels)), subset, counts
+  return labels, engine.TrainData(jnp.asarray(images), jnp.asarray(labels)), subset, counts
 
 
 def test_registry_refuses_unknown_names_listing_known():
@@ -79,16 +79,16 @@ MIXED = ("baseline", "oversampling", "undersampling", "weighted_ce", "effective_
                                       ("winograd", dict(rtol=1e-3, atol=5e-4))])
 def test_population_of_mixed_methods_equals_separate_runs(problem, impl, tol):
   labels, data, subset, _ = problem
-  trainer = pop.Trainer(batch_size=8, total_steps=STEPS, conv_impl=impl)
+  trainer = engine.Trainer(batch_size=8, total_steps=STEPS, conv_impl=impl)
   members = [methods.make_member(methods.get(name), subset=subset, labels=labels,
                                  num_classes=C, key=jax.random.key(i), base_lr=0.01,
                                  total_steps=STEPS)
              for i, name in enumerate(MIXED)]
-  stacked = pop.stack_members(members)
-  state = pop.init_population(trainer, stacked)
-  state, _ = pop.train_chunk(trainer, state, stacked, data, STEPS)
-  init = jax.jit(pop.init_state, static_argnums=0)
-  step = jax.jit(pop.train_step, static_argnums=0)
+  stacked = engine.stack_members(members)
+  state = engine.init_population(trainer, stacked)
+  state, _ = engine.train_chunk(trainer, state, stacked, data, STEPS)
+  init = jax.jit(engine.init_state, static_argnums=0)
+  step = jax.jit(engine.train_step, static_argnums=0)
   for i, name in enumerate(MIXED):
     m = jax.tree.map(lambda x: x[i], stacked)  # same padding as in the population
     s = init(trainer, m)

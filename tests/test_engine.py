@@ -11,7 +11,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from imbjax import population as pop
+from imbjax import engine
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 N, C, B, STEPS = 256, 10, 8, 12
@@ -22,7 +22,7 @@ def data():
   rng = np.random.default_rng(0)
   images = rng.random((N, 28, 28, 1), dtype=np.float32)
   labels = rng.integers(0, C, N).astype(np.int32)
-  return pop.TrainData(jnp.asarray(images), jnp.asarray(labels))
+  return engine.TrainData(jnp.asarray(images), jnp.asarray(labels))
 
 
 def _members(labels, specs):
@@ -30,15 +30,15 @@ def _members(labels, specs):
   for i, kw in enumerate(specs):
     plan = np.sort(np.random.default_rng(i).choice(N, size=kw.pop("n", 60), replace=False))
     plan = plan[np.argsort(labels[plan], kind="stable")]
-    out.append(pop.make_member(jax.random.key(100 + i), plan, C, plan_labels=labels[plan],
+    out.append(engine.make_member(jax.random.key(100 + i), plan, C, plan_labels=labels[plan],
                                **kw))
   return out
 
 
 def _single_run(trainer, member, data, steps):
   """The sequential reference: one model, a plain Python loop over a jitted step."""
-  state = jax.jit(pop.init_state, static_argnums=0)(trainer, member)
-  step = jax.jit(pop.train_step, static_argnums=0)
+  state = jax.jit(engine.init_state, static_argnums=0)(trainer, member)
+  step = jax.jit(engine.train_step, static_argnums=0)
   for _ in range(steps):
     state, _ = step(trainer, state, member, data)
   return state
@@ -61,7 +61,7 @@ def test_population_equals_separate_runs(data):
   own arithmetic by `test_model_block_does_not_change_results` and test_methods.
   """
   labels = np.asarray(data.labels)
-  trainer = pop.Trainer(batch_size=B, total_steps=STEPS, conv_impl="banded")
+  trainer = engine.Trainer(batch_size=B, total_steps=STEPS, conv_impl="banded")
   specs = [
       dict(base_lr=0.01),
       dict(base_lr=0.01, n=100, class_weights=np.linspace(0.5, 2, C)),
@@ -71,9 +71,9 @@ def test_population_equals_separate_runs(data):
       dict(base_lr=0.01, output_only=True, n=30),
   ]
   members = _members(labels, specs)
-  stacked = pop.stack_members(members)
-  state = pop.init_population(trainer, stacked)
-  state, metrics = pop.train_chunk(trainer, state, stacked, data, STEPS)
+  stacked = engine.stack_members(members)
+  state = engine.init_population(trainer, stacked)
+  state, metrics = engine.train_chunk(trainer, state, stacked, data, STEPS)
   assert metrics["loss"].shape == (len(specs),)
   for i, m in enumerate(members):
     # Pad the single member's plan like the stacked one (padding must not matter).
@@ -81,7 +81,7 @@ def test_population_equals_separate_runs(data):
     ref = _single_run(trainer, m, data, STEPS)
     _assert_tree_close(jax.tree.map(lambda x: x[i], state.params), ref.params,
                        rtol=2e-5, atol=2e-6)
-  logits = pop.predict(trainer, state, data.images[:50], batch_size=25)
+  logits = engine.predict(trainer, state, data.images[:50], batch_size=25)
   assert logits.shape == (len(specs), 50, C)
 
 
@@ -97,16 +97,16 @@ def test_model_block_does_not_change_results(data, impl):
   """Blocks of models looped inside the chunk == the whole population vmapped at once."""
   labels = np.asarray(data.labels)
   specs = [dict(base_lr=0.01 * (1 + i / 6), n=40 + 10 * i) for i in range(6)]
-  stacked = pop.stack_members(_members(labels, specs))
+  stacked = engine.stack_members(_members(labels, specs))
   results = {}
   for block in (6, 1, 2, 4):  # 4 does not divide 6: lowered to 3
-    trainer = pop.Trainer(batch_size=B, total_steps=STEPS, model_block=block,
+    trainer = engine.Trainer(batch_size=B, total_steps=STEPS, model_block=block,
                           conv_impl=impl)
-    state = pop.init_population(trainer, stacked)
-    results[block] = pop.train_chunk(trainer, state, stacked, data, 5)
-  assert pop.block_size(pop.Trainer(model_block=4), 6) == 3
-  assert pop.block_size(pop.Trainer(model_block=9), 6) == 6
-  assert pop.block_size(pop.Trainer(), 6) == (1 if jax.default_backend() == "cpu" else 6)
+    state = engine.init_population(trainer, stacked)
+    results[block] = engine.train_chunk(trainer, state, stacked, data, 5)
+  assert engine.block_size(engine.Trainer(model_block=4), 6) == 3
+  assert engine.block_size(engine.Trainer(model_block=9), 6) == 6
+  assert engine.block_size(engine.Trainer(), 6) == (1 if jax.default_backend() == "cpu" else 6)
   ref_state, ref_metrics = results[6]
   assert not np.allclose(ref_state.params["fc2"]["kernel"][0],
                          ref_state.params["fc2"]["kernel"][1])
@@ -118,19 +118,19 @@ def test_model_block_does_not_change_results(data, impl):
     _assert_tree_close(metrics, ref_metrics, **ENGINE_TOL[impl])
   for bad in (0, -1, 2.0, True):
     with pytest.raises(ValueError, match="model_block"):
-      pop.Trainer(model_block=bad)
+      engine.Trainer(model_block=bad)
 
 
 def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(data):
   """compute_dtype='bfloat16': activations in bf16, everything stored stays float32."""
   labels = np.asarray(data.labels)
-  stacked = pop.stack_members(_members(labels, [dict(base_lr=0.01), dict(base_lr=0.02)]))
+  stacked = engine.stack_members(_members(labels, [dict(base_lr=0.01), dict(base_lr=0.02)]))
   out = {}
   for dtype in ("float32", "bfloat16"):
-    trainer = pop.Trainer(batch_size=B, total_steps=STEPS, compute_dtype=dtype)
-    state = pop.init_population(trainer, stacked)
-    state, metrics = pop.train_chunk(trainer, state, stacked, data, 6)
-    logits = pop.predict(trainer, state, data.images[:32], batch_size=16)
+    trainer = engine.Trainer(batch_size=B, total_steps=STEPS, compute_dtype=dtype)
+    state = engine.init_population(trainer, stacked)
+    state, metrics = engine.train_chunk(trainer, state, stacked, data, 6)
+    logits = engine.predict(trainer, state, data.images[:32], batch_size=16)
     out[dtype] = (state, metrics, logits)
     # The module really computes in the requested dtype.
     module = trainer.module()
@@ -145,58 +145,58 @@ def test_bfloat16_compute_keeps_float32_state_and_tracks_float32(data):
   np.testing.assert_allclose(m16["loss"], m32["loss"], rtol=3e-2)
   # Training trajectories drift apart; the forward pass of the SAME parameters must agree
   # within bf16 rounding (logits of order 1, relative error ~2^-8 per op).
-  bf16 = pop.Trainer(batch_size=B, total_steps=STEPS, compute_dtype="bfloat16")
-  same = pop.predict(bf16, s32, data.images[:32], batch_size=16)
+  bf16 = engine.Trainer(batch_size=B, total_steps=STEPS, compute_dtype="bfloat16")
+  same = engine.predict(bf16, s32, data.images[:32], batch_size=16)
   assert same.dtype == jnp.float32
   np.testing.assert_allclose(same, l32, atol=0.05 * float(np.abs(l32).max()))
   assert not np.array_equal(np.asarray(same), np.asarray(l32))
   assert np.all(np.isfinite(np.asarray(l16)))
   with pytest.raises(ValueError, match=r"compute_dtype must be one of .*float16"):
-    pop.Trainer(compute_dtype="float16")
+    engine.Trainer(compute_dtype="float16")
 
 
 @pytest.mark.parametrize("backend,want", [("cpu", "float32"), ("gpu", "bfloat16"),
                                           ("tpu", "bfloat16")])
 def test_auto_compute_dtype_resolves_per_backend_once(backend, want, monkeypatch):
   monkeypatch.setattr(jax, "default_backend", lambda: backend)
-  assert pop.resolve_compute_dtype("auto") == want
-  trainer = pop.Trainer(compute_dtype="auto")
+  assert engine.resolve_compute_dtype("auto") == want
+  trainer = engine.Trainer(compute_dtype="auto")
   assert trainer.compute_dtype == want  # stored resolved: hash and program agree
-  assert trainer == pop.Trainer(compute_dtype=want)
-  assert hash(trainer) == hash(pop.Trainer(compute_dtype=want))
-  assert pop.Trainer().compute_dtype == want  # 'auto' is the default
+  assert trainer == engine.Trainer(compute_dtype=want)
+  assert hash(trainer) == hash(engine.Trainer(compute_dtype=want))
+  assert engine.Trainer().compute_dtype == want  # 'auto' is the default
   for name in ("float32", "bfloat16"):
-    assert pop.Trainer(compute_dtype=name).compute_dtype == name  # forced stays forced
+    assert engine.Trainer(compute_dtype=name).compute_dtype == name  # forced stays forced
   with pytest.raises(ValueError, match=r"compute_dtype must be one of \('auto', "):
-    pop.resolve_compute_dtype("fp16")
+    engine.resolve_compute_dtype("fp16")
 
 
 def test_same_key_same_numbers_and_compiles_once(data):
   labels = np.asarray(data.labels)
-  trainer = pop.Trainer(batch_size=B, total_steps=STEPS)
-  stacked = pop.stack_members(_members(labels, [dict(base_lr=0.01), dict(base_lr=0.02)]))
-  before = pop.TRACE_COUNT["train_chunk"]
+  trainer = engine.Trainer(batch_size=B, total_steps=STEPS)
+  stacked = engine.stack_members(_members(labels, [dict(base_lr=0.01), dict(base_lr=0.02)]))
+  before = engine.TRACE_COUNT["train_chunk"]
   results = []
   for _ in range(2):
-    state = pop.init_population(trainer, stacked)
+    state = engine.init_population(trainer, stacked)
     for _ in range(3):  # three chunks of one shape: one trace
-      state, _ = pop.train_chunk(trainer, state, stacked, data, 4)
+      state, _ = engine.train_chunk(trainer, state, stacked, data, 4)
     results.append(state.params)
-  assert pop.TRACE_COUNT["train_chunk"] - before <= 1
+  assert engine.TRACE_COUNT["train_chunk"] - before <= 1
   _assert_tree_close(results[0], results[1], rtol=0, atol=0)
 
 
 def test_phase2_freezes_all_but_output_layers_bit_exactly(data):
   labels = np.asarray(data.labels)
-  trainer = pop.Trainer(batch_size=B, total_steps=STEPS)
-  phase1 = pop.stack_members(_members(labels, [dict(base_lr=0.05)] * 2))
-  state = pop.init_population(trainer, phase1)
-  state, _ = pop.train_chunk(trainer, state, phase1, data, 5)
+  trainer = engine.Trainer(batch_size=B, total_steps=STEPS)
+  phase1 = engine.stack_members(_members(labels, [dict(base_lr=0.05)] * 2))
+  state = engine.init_population(trainer, phase1)
+  state, _ = engine.train_chunk(trainer, state, phase1, data, 5)
   before = jax.tree.map(np.asarray, state.params)
-  phase2 = pop.stack_members(_members(labels, [dict(base_lr=0.005, output_only=True)] * 2))
-  state2 = pop.restart(trainer, state, phase2)
+  phase2 = engine.stack_members(_members(labels, [dict(base_lr=0.005, output_only=True)] * 2))
+  state2 = engine.restart(trainer, state, phase2)
   np.testing.assert_allclose(state2.opt_state.hyperparams["base_lr"], [0.005, 0.005])
-  state2, _ = pop.train_chunk(trainer, state2, phase2, data, 5)
+  state2, _ = engine.train_chunk(trainer, state2, phase2, data, 5)
   after = jax.tree.map(np.asarray, state2.params)
   for layer in before:
     for name in before[layer]:
@@ -210,15 +210,15 @@ def test_phase2_freezes_all_but_output_layers_bit_exactly(data):
 
 def test_diverging_model_is_flagged_and_does_not_poison_neighbours(data):
   labels = np.asarray(data.labels)
-  trainer = pop.Trainer(batch_size=B, total_steps=STEPS)
+  trainer = engine.Trainer(batch_size=B, total_steps=STEPS)
   good = _members(labels, [dict(base_lr=0.01), dict(base_lr=0.02)])
   bad = _members(labels, [dict(base_lr=1e8)])[0]
-  with_bad = pop.stack_members([good[0], bad, good[1]])
-  without = pop.stack_members(good)
-  s1 = pop.init_population(trainer, with_bad)
-  s1, m1 = pop.train_chunk(trainer, s1, with_bad, data, STEPS)
-  s2 = pop.init_population(trainer, without)
-  s2, _ = pop.train_chunk(trainer, s2, without, data, STEPS)
+  with_bad = engine.stack_members([good[0], bad, good[1]])
+  without = engine.stack_members(good)
+  s1 = engine.init_population(trainer, with_bad)
+  s1, m1 = engine.train_chunk(trainer, s1, with_bad, data, STEPS)
+  s2 = engine.init_population(trainer, without)
+  s2, _ = engine.train_chunk(trainer, s2, without, data, STEPS)
   np.testing.assert_array_equal(np.asarray(s1.diverged), [False, True, False])
   assert all(np.all(np.isfinite(x)) for x in jax.tree.leaves(s1.params))
   for i, j in [(0, 0), (2, 1)]:
@@ -228,17 +228,17 @@ def test_diverging_model_is_flagged_and_does_not_poison_neighbours(data):
 
 def test_fit_checkpoints_and_resumes(data, tmp_path):
   labels = np.asarray(data.labels)
-  trainer = pop.Trainer(batch_size=B, total_steps=STEPS)
-  members = pop.stack_members(_members(labels, [dict(base_lr=0.01), dict(base_lr=0.03)]))
-  full = pop.fit(trainer, pop.init_population(trainer, members), members, data,
+  trainer = engine.Trainer(batch_size=B, total_steps=STEPS)
+  members = engine.stack_members(_members(labels, [dict(base_lr=0.01), dict(base_lr=0.03)]))
+  full = engine.fit(trainer, engine.init_population(trainer, members), members, data,
                  num_steps=8, chunk_steps=4)
   ckpt = tmp_path / "ckpt"
   # A run that "dies" after its first checkpoint at step 4 ...
-  pop.fit(trainer, pop.init_population(trainer, members), members, data, num_steps=4,
+  engine.fit(trainer, engine.init_population(trainer, members), members, data, num_steps=4,
           chunk_steps=4, checkpoint_dir=ckpt, checkpoint_every=4)
   # ... and a rerun that restores it and finishes.
   seen = []
-  resumed = pop.fit(trainer, pop.init_population(trainer, members), members, data,
+  resumed = engine.fit(trainer, engine.init_population(trainer, members), members, data,
                     num_steps=8, chunk_steps=4, checkpoint_dir=ckpt, checkpoint_every=4,
                     on_chunk=lambda s, m, st: seen.append(s))
   assert seen == [8]
@@ -248,7 +248,7 @@ def test_fit_checkpoints_and_resumes(data, tmp_path):
 def _run_worker(args, env_extra, timeout=300):
   env = dict(os.environ, **env_extra)
   env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-  return subprocess.Popen([sys.executable, str(ROOT / "tests" / "population_worker.py"),
+  return subprocess.Popen([sys.executable, str(ROOT / "tests" / "engine_worker.py"),
                            *args], env=env, stdout=subprocess.PIPE,
                           stderr=subprocess.STDOUT, text=True)
 

@@ -1,6 +1,6 @@
 """Subprocess worker for the sharding tests (device count is fixed when JAX starts).
 
-  python tests/population_worker.py OUT.npz [--distributed PORT NUM_PROCS PROC_ID]
+  python tests/engine_worker.py OUT.npz [--distributed PORT NUM_PROCS PROC_ID]
 
 Trains a small fixed population twice: on the mesh of every device (sharded model axis)
 and, in single-process mode, unsharded on one device; saves the parameters of both.
@@ -20,7 +20,7 @@ if "--distributed" in sys.argv:
 
 import numpy as np  # noqa: E402
 
-from imbjax import population as pop  # noqa: E402
+from imbjax import engine  # noqa: E402
 
 
 def problem():
@@ -29,27 +29,27 @@ def problem():
   labels = rng.integers(0, 10, 256).astype(np.int32)
   # 'banded', not CPU's 'auto' ('winograd'): Winograd's transforms amplify the float
   # reassociation between device layouts ~30x, and this checks the engine at 2e-5.
-  trainer = pop.Trainer(batch_size=8, total_steps=6, conv_impl="banded")
-  members = pop.stack_members([
-      pop.make_member(jax.random.key(i), np.arange(40 + 30 * i), 10,
+  trainer = engine.Trainer(batch_size=8, total_steps=6, conv_impl="banded")
+  members = engine.stack_members([
+      engine.make_member(jax.random.key(i), np.arange(40 + 30 * i), 10,
                       base_lr=0.01 * (i + 1), plan_labels=labels[:40 + 30 * i])
       for i in range(3)])
-  return trainer, members, pop.TrainData(images, labels)
+  return trainer, members, engine.TrainData(images, labels)
 
 
 def train(mesh):
   trainer, members, data = problem()
-  members, size = pop.pad_population(members, len(mesh.devices.flat) if mesh else 1)
-  m = pop.place(members, mesh)
-  d = pop.place(data, mesh, replicated=True)
-  state = pop.init_population(trainer, m)
-  hlo = pop._train_chunk_jit.lower(trainer, state, m, d, 6, pop.chunk_mesh(m)).compile().as_text()
-  state, _ = pop.train_chunk(trainer, state, m, d, 6)
-  logits = pop.predict(trainer, state, d.images[:64], batch_size=32)
+  members, size = engine.pad_population(members, len(mesh.devices.flat) if mesh else 1)
+  m = engine.place(members, mesh)
+  d = engine.place(data, mesh, replicated=True)
+  state = engine.init_population(trainer, m)
+  hlo = engine.loop._train_chunk_jit.lower(trainer, state, m, d, 6, engine.chunk_mesh(m)).compile().as_text()
+  state, _ = engine.train_chunk(trainer, state, m, d, 6)
+  logits = engine.predict(trainer, state, d.images[:64], batch_size=32)
   flat = {"/".join(str(k.key) for k in path): v for path, v in
-          jax.tree_util.tree_leaves_with_path(pop.fetch(state.params))}
+          jax.tree_util.tree_leaves_with_path(engine.fetch(state.params))}
   flat = {k: v[:size] for k, v in flat.items()}
-  flat["logits"] = pop.fetch(logits)[:size]
+  flat["logits"] = engine.fetch(logits)[:size]
   # The models are independent: a collective in the step would make the devices wait
   # for each other (see `population._train_chunk`).
   flat["collectives"] = np.array(len(re.findall(
@@ -60,7 +60,7 @@ def train(mesh):
 
 def main():
   out = sys.argv[1]
-  sharded = train(pop.model_mesh())
+  sharded = train(engine.model_mesh())
   result = {"sharded/" + k: v for k, v in sharded.items()}
   result["num_devices"] = np.array(len(jax.devices()))
   if "--distributed" not in sys.argv:

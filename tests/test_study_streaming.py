@@ -9,7 +9,7 @@ import pytest
 
 from experiments.configs import test as test_config
 from imbjax import store as store_lib
-from imbjax import train
+from imbjax import study
 from imbjax.datasets import image_folder
 
 SHARED = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -37,13 +37,13 @@ def _rows(workdir):
 
 def test_streamed_memory_source_end_to_end(tmp_path):
   config = _config()
-  result = train.train_and_evaluate(config, tmp_path, log=lambda *_: None)
+  result = study.train_and_evaluate(config, tmp_path, log=lambda *_: None)
   rows = _rows(tmp_path)
   assert result["rows"] == len(rows) == len(config.methods)
   assert all(r["status"] == "ok" and 0 <= r["auc"] <= 1 for r in rows)
   # Same seed, same numbers: a second run in a fresh workdir reproduces every row.
   again = tmp_path / "again"
-  train.train_and_evaluate(config, again, log=lambda *_: None)
+  study.train_and_evaluate(config, again, log=lambda *_: None)
   first = {r["run_key"]: r["auc"] for r in rows}
   second = {r["run_key"]: r["auc"] for r in _rows(again)}
   assert first == pytest.approx(second, abs=1e-6)
@@ -72,7 +72,7 @@ def test_streamed_image_folder_with_crops(jpeg_folder, tmp_path):
   config = _config(dataset="image_folder", data_dir=str(jpeg_folder), augment_resize=32,
                    augment_crop=28, max_count=14, rhos=(4,), mus=(0.4,),
                    eval_batch_size=9)
-  train.train_and_evaluate(config, tmp_path, log=lambda *_: None)
+  study.train_and_evaluate(config, tmp_path, log=lambda *_: None)
   rows = _rows(tmp_path)
   assert {r["method"] for r in rows} == set(config.methods)
   for r in rows:
@@ -84,4 +84,4 @@ def test_streamed_image_folder_with_crops(jpeg_folder, tmp_path):
 def test_streaming_refuses_classwise_sampling(tmp_path):
   config = _config(methods=("class_balanced_sampling",))
   with pytest.raises(ValueError, match="class-wise"):
-    train.train_and_evaluate(config, tmp_path, log=lambda *_: None)
+    study.train_and_evaluate(config, tmp_path, log=lambda *_: None)

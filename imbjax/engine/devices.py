@@ -1,0 +1,133 @@
+"""Devices and backends: the model-axis mesh, placement, CPU devices, dtype defaults."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+
+MODEL_AXIS = "models"
+
+
+COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
+
+
+def resolve_compute_dtype(compute_dtype: str) -> str:
+  """'auto' -> "float32" on CPU, "bfloat16" elsewhere; a concrete name is returned as is.
+
+  Why bfloat16 off CPU: on an H200 it trained LeNet-5 populations 1.65x faster under the
+  banded lowering (4.06M vs 2.45M images/s at P=2048, benchmarks/README.md), and on real
+  MNIST it left the results within seed noise: 12 LeNet-5s (step imbalance rho 1, 100,
+  1000 x 4 seeds, 1,500 iterations), paired bfloat16 - float32 test AUC differences of at
+  most 0.00076 against a seed standard deviation of 0.011 at rho=1000 (docs/reproduction.md).
+  On CPU bfloat16 is emulated and ~2x slower, so float32 stays.
+
+  Raises:
+    ValueError: for a name not in `COMPUTE_DTYPES`.
+  """
+  if compute_dtype not in COMPUTE_DTYPES:
+    raise ValueError(f"compute_dtype must be one of {COMPUTE_DTYPES}, got {compute_dtype!r}")
+  if compute_dtype == "auto":
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+  return compute_dtype
+
+
+
+def model_shards(tree) -> int:
+  """Into how many pieces the leading (model) axis of `tree`'s arrays is sharded."""
+  leaf = jax.tree.leaves(tree)[0]
+  sharding = getattr(leaf, "sharding", None)
+  if sharding is None or not getattr(leaf, "shape", ()):
+    return 1
+  return max(1, leaf.shape[0] // sharding.shard_shape(leaf.shape)[0])
+
+
+def chunk_mesh(tree) -> Mesh | None:
+  """The mesh `train_chunk` splits the models over: that of `tree`'s model-axis
+  sharding (`place`) when it spans several devices, else None (one program)."""
+  leaf = jax.tree.leaves(tree)[0]
+  sharding = getattr(leaf, "sharding", None)
+  if (model_shards(tree) > 1 and isinstance(sharding, NamedSharding)
+      and tuple(sharding.spec)[:1] == (MODEL_AXIS,)):
+    return sharding.mesh
+  return None
+
+
+# ----------------------------------------------------------------------------------------
+# Placement: the model axis over every device (and every host).
+
+
+def use_cpu_devices(n: int) -> int:
+  """Splits the host CPU into `n` single-threaded XLA devices; call before JAX starts.
+
+  Why: on XLA:CPU a small CNN's step is a chain of small ops, and splitting each op over
+  threads buys little; `n` devices, each training its share of the (sharded) population
+  on one thread as its own program (`train_chunk` uses `jax.shard_map`), is the
+  in-process form of "one process per core". Measured on 2 Intel Xeon cores with
+  LeNet-5 (benchmarks/README.md, 2026-11-29), two devices vs one two-threaded device:
+  10,448 vs 6,876 images/s for 32 models, 9,522 vs 7,239 for 8; one model 5,005 vs
+  7,766. With one model per block (the CPU default) a model's parameters come out the
+  same, bit for bit, whatever the number of such devices (one multi-threaded device
+  sums some products in another order, ~1e-6 relative). Populations smaller than `n` are
+  padded with duplicates. It must run before the first JAX computation, and it sets
+  `--xla_cpu_multi_thread_eigen=false` in XLA_FLAGS (both only affect the CPU backend,
+  so calling it on a GPU host changes nothing there).
+
+  Args:
+    n: devices; 0 means one per core (`os.cpu_count()`).
+
+  Returns:
+    The number of devices requested.
+
+  Raises:
+    ValueError: if `n` is negative.
+  """
+  if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    raise ValueError(f"cpu devices must be an int >= 0 (0: one per core), got {n!r}")
+  n = n or os.cpu_count() or 1
+  jax.config.update("jax_num_cpu_devices", n)
+  flags = os.environ.get("XLA_FLAGS", "")
+  if n > 1 and "xla_cpu_multi_thread_eigen" not in flags:
+    os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+  return n
+
+
+def model_mesh(devices=None) -> Mesh:
+  """A 1-D mesh named 'models' over `devices` (default: every device of every host)."""
+  devices = np.asarray(jax.devices() if devices is None else devices)
+  return Mesh(devices.reshape(-1), (MODEL_AXIS,))
+
+
+def place(tree, mesh: Mesh | None, *, replicated: bool = False):
+  """Puts host arrays on the mesh: model axis sharded, or fully replicated.
+
+  Works on one host and on several (`jax.distributed`): each process holds the whole
+  host array (every host builds the same deterministic population) and contributes the
+  shards of its own devices.
+  """
+  if mesh is None:
+    return jax.tree.map(jnp.asarray, tree)
+
+  def put(x):
+    x = np.asarray(x)
+    spec = PartitionSpec() if replicated or x.ndim == 0 else PartitionSpec(MODEL_AXIS)
+    sharding = NamedSharding(mesh, spec)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+  return jax.tree.map(put, tree)
+
+
+def fetch(tree):
+  """Brings (possibly sharded, possibly multi-host) arrays to host numpy."""
+  def get(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      from jax.experimental import multihost_utils
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+  return jax.tree.map(get, tree)
+
+

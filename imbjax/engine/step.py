@@ -1,0 +1,144 @@
+"""The one-model training step: init, batch indices, loss, `train_step`.
+
+Read this file first: a population is this step under `jax.vmap` (see `loop.py`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from imbjax import losses
+from imbjax import sampling
+from imbjax.engine.state import Member, TrainData, TrainState
+from imbjax.engine.trainer import Trainer
+
+
+def _keys(member: Member):
+  key = jax.random.wrap_key_data(member.key)
+  return (jax.random.fold_in(key, 0), jax.random.fold_in(key, 1),
+          jax.random.fold_in(key, 2))
+
+
+def init_state(trainer: Trainer, member: Member) -> TrainState:
+  """Initial state of one model (its init key is derived from ``member.key``)."""
+  init_key, _, _ = _keys(member)
+  module = trainer.module()
+  dummy = jnp.zeros((1,) + tuple(trainer.input_shape), jnp.float32)
+  variables = module.init({"params": init_key, "dropout": init_key}, dummy, train=False)
+  params = variables["params"]
+  batch_stats = variables.get("batch_stats", {})
+  opt_state = trainer.optimizer(member.base_lr).init(params)
+  return TrainState(params=params, batch_stats=batch_stats, opt_state=opt_state,
+                    step=jnp.zeros((), jnp.int32), diverged=jnp.zeros((), bool))
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _init_population(trainer, members):
+  return jax.vmap(lambda m: init_state(trainer, m))(members)
+
+
+def init_population(trainer: Trainer, members: Member) -> TrainState:
+  """Initial states of a stacked population (one jitted, vmapped init)."""
+  return _init_population(trainer, members)
+
+
+def restart(trainer: Trainer, state: TrainState, members: Member) -> TrainState:
+  """Starts a new phase from trained parameters: fresh optimiser, step 0.
+
+  Used for two-phase training: phase 2 keeps the phase-1 parameters (and batch-norm
+  statistics), starts a new solver (momentum zero, schedule from iteration 0) with the
+  members' base rates (the caller sets them to 0.1x), as fine-tuning in Caffe does.
+  """
+  opt_state = jax.vmap(lambda p, lr: trainer.optimizer(lr).init(p))(
+      state.params, jnp.asarray(members.base_lr))
+  return state.replace(opt_state=opt_state, step=jnp.zeros_like(state.step))
+
+
+def _output_mask(trainer: Trainer, params) -> Any:
+  """Static pytree of bools: True for leaves of the model's output layers."""
+  outputs = set(trainer.output_layers)
+  return flax.traverse_util.path_aware_map(lambda path, _: path[0] in outputs, params)
+
+
+def batch_indices(trainer: Trainer, member: Member, step) -> jax.Array:
+  """Indices into the training set of the examples of one model's batch at `step`."""
+  _, shuffle_key, step_key = _keys(member)
+  b = trainer.batch_size
+  pos_epoch = sampling.epoch_order(shuffle_key, step, b, member.plan_len)
+  frac = jnp.clip(step.astype(jnp.float32) / max(trainer.total_steps, 1), 0.0, 1.0)
+  probs = (1.0 - frac) * member.probs_start + frac * member.probs_end
+  pos_class = sampling.draw_classwise(
+      jax.random.fold_in(step_key, 1), step, b, probs, member.plan,
+      member.class_starts, member.class_counts)
+  return member.plan[jnp.where(member.classwise, pos_class, pos_epoch)]
+
+
+def loss_fn(trainer: Trainer, params, batch_stats, member: Member, images, labels, step,
+            dropout_key):
+  """Training loss of one model on one batch; returns (loss, (logits, new_batch_stats))."""
+  module = trainer.module()
+  variables = {"params": params}
+  if trainer.has_batch_stats:
+    variables["batch_stats"] = batch_stats
+    logits, updates = module.apply(variables, images, train=True,
+                                   rngs={"dropout": dropout_key}, mutable=["batch_stats"])
+    new_stats = updates["batch_stats"]
+  else:
+    logits = module.apply(variables, images, train=True, rngs={"dropout": dropout_key})
+    new_stats = batch_stats
+  logits = logits.astype(jnp.float32)  # the loss in float32 under a bfloat16 compute_dtype
+  weights = jnp.where(step >= member.reweight_start, member.class_weights,
+                      jnp.ones_like(member.class_weights))
+  loss = losses.imbalance_loss(
+      logits, labels, class_weights=weights, logit_offset=member.logit_offset,
+      margin=member.margin, focal_gamma=member.focal_gamma,
+      logit_scale=member.logit_scale)
+  return loss, (logits, new_stats)
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+  return jnp.all(jnp.stack(leaves))
+
+
+def train_step(trainer: Trainer, state: TrainState, member: Member,
+               data: TrainData) -> tuple[TrainState, dict]:
+  """One SGD step of ONE model (vmapped by `train_chunk`).
+
+  A model whose loss or new parameters are non-finite is marked ``diverged`` and keeps its
+  last finite parameters from then on; its neighbours in the population are unaffected
+  (each model's arithmetic is independent under vmap).
+  """
+  step = state.step
+  _, _, step_key = _keys(member)
+  idx = batch_indices(trainer, member, step)
+  images = data.images[idx]
+  labels = data.labels[idx]
+  dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, 0), step)
+  grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
+  (loss, (logits, new_stats)), grads = grad_fn(
+      trainer, state.params, state.batch_stats, member, images, labels, step, dropout_key)
+  tx = trainer.optimizer(member.base_lr)
+  updates, new_opt = tx.update(grads, state.opt_state, state.params)
+
+  finite = jnp.isfinite(loss) & _all_finite(updates)
+  diverged = state.diverged | ~finite
+  is_output = _output_mask(trainer, state.params)
+  # jnp.where, not p + mask * u: a frozen parameter must not change by a single bit
+  # (0 * u + p turns -0.0 into +0.0 and NaN updates would leak).
+  params = jax.tree.map(
+      lambda p, u, is_out: jnp.where(diverged | (member.output_only & ~is_out), p, p + u),
+      state.params, updates, is_output)
+  keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new, old)
+  new_state = TrainState(
+      params=params, batch_stats=keep(new_stats, state.batch_stats),
+      opt_state=keep(new_opt, state.opt_state), step=step + 1, diverged=diverged)
+  acc = jnp.mean((jnp.argmax(logits, -1) == labels).astype(jnp.float32))
+  return new_state, {"loss": loss, "accuracy": acc}
+
+

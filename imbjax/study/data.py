@@ -1,0 +1,99 @@
+"""A study's data: loading, the validation split, `max_count`, the input shape."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import jax
+import numpy as np
+
+from imbjax import datasets
+from imbjax import imbalance
+from imbjax.study.grid import _hash32
+
+
+# ----------------------------------------------------------------------------------------
+# Data.
+
+
+@dataclasses.dataclass
+class StudyData:
+  """The splits of a study: in memory (`Dataset`) or, for streamed input, sources.
+
+  For ``config.input == 'stream'``, `train`/`test` are `datasets.streaming.Source`s (their
+  `labels` are known up front, so the imbalanced subsets and plans are built the same way)
+  and `val` is None.
+  """
+  train: Any
+  test: Any
+  val: datasets.Dataset | None
+  max_count: int
+
+
+def _stream_sources(config):
+  from imbjax.datasets import image_folder
+  from imbjax.datasets import streaming
+  data_dir = config.data_dir or None
+  if config.validation_fraction > 0:
+    raise ValueError("validation_fraction > 0 is not supported with input='stream'")
+  if config.dataset == "imagenet2012":
+    return (streaming.tfds_source("imagenet2012", "train", data_dir=data_dir),
+            streaming.tfds_source("imagenet2012", "test", data_dir=data_dir))
+  if config.dataset in ("image_folder", "cifar10_jpeg"):
+    root = image_folder.resolve_root(data_dir, dataset=config.dataset)
+    train = streaming.folder_source(root, "train")
+    return train, streaming.folder_source(root, "test", class_names=train.class_names)
+  splits = datasets.load_splits(config.dataset, data_dir=data_dir)
+  return (streaming.memory_source(splits["train"]), streaming.memory_source(splits["test"]))
+
+
+def load_data(config) -> StudyData:
+  """Loads the dataset, carves a validation split if asked, resolves max_count."""
+  if config.input == "stream":
+    train, test = _stream_sources(config)
+    min_count = int(np.bincount(train.labels, minlength=train.num_classes).min())
+    return StudyData(train, test, None, int(config.max_count or min_count))
+  if config.input != "device":
+    raise ValueError(f"input must be 'device' or 'stream', got {config.input!r}")
+  # Raw first: a validation split is held out before fitting split-dependent
+  # preprocessing (CIFAR-10's ZCA), so its images do not leak into the statistics.
+  raw = datasets.load_splits(config.dataset, data_dir=config.data_dir or None,
+                             preprocess=False)
+  train, test = raw["train"], raw["test"]
+  val = None
+  if config.validation_fraction > 0:
+    key = jax.random.fold_in(jax.random.key(config.seed), _hash32("validation"))
+    counts = np.bincount(train.labels, minlength=train.num_classes)
+    n_val = np.maximum(1, np.round(counts * config.validation_fraction)).astype(int)
+    val_idx = np.asarray(imbalance.subsample(train.labels, n_val, key))
+    keep = np.setdiff1d(np.arange(len(train.labels)), val_idx)
+    val = dataclasses.replace(train, images=train.images[val_idx],
+                              labels=train.labels[val_idx])
+    train = dataclasses.replace(train, images=train.images[keep],
+                                labels=train.labels[keep])
+  splits = {"train": train, "test": test} | ({"val": val} if val is not None else {})
+  splits = datasets.preprocess_splits(config.dataset, splits, fit_on=train)
+  train, test, val = splits["train"], splits["test"], splits.get("val")
+  min_count = int(np.bincount(train.labels, minlength=train.num_classes).min())
+  max_count = config.max_count or min_count
+  if max_count > min_count and config.profile != "original":
+    raise ValueError(
+        f"max_count={max_count} exceeds the smallest class of {config.dataset!r} "
+        f"({min_count} examples); use max_count <= {min_count}")
+  return StudyData(train, test, val, int(max_count))
+
+
+
+def _input_shape(config, data: StudyData) -> tuple:
+  if config.input != "stream":
+    return tuple(data.train.images.shape[1:])
+  if config.augment_crop:
+    channels = 3 if data.train.kind != "memory" else data.train.data.shape[-1]
+    return (config.augment_crop, config.augment_crop, channels)
+  if data.train.kind == "memory":
+    return tuple(data.train.data.shape[1:])
+  raise ValueError("streamed image files need --config.augment_crop (and augment_resize) "
+                   "to give every example one size")
+
+

@@ -1,0 +1,208 @@
+"""The grid of a study: cases, trained models, stored rows, run keys, groups, fingerprint."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import zlib
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from imbjax import engine
+from imbjax import imbalance
+from imbjax import methods as methods_lib
+
+PROFILES = ("step", "linear", "exponential", "balanced", "original")
+
+# Config fields whose change would make old and new rows incomparable; a rerun in the same
+# workdir must match them (the grid lists may grow: new rows simply add up).
+FINGERPRINT_FIELDS = ("dataset", "model", "max_count", "minority", "iterations",
+                      "batch_size", "seed", "schedule", "weight_decay", "momentum",
+                      "validation_fraction")
+
+
+def _hash32(*parts) -> int:
+  return zlib.crc32("|".join(str(p) for p in parts).encode()) & 0x7FFFFFFF
+
+
+@dataclasses.dataclass(frozen=True)
+class Case:
+  """One imbalanced training subset: a profile, its parameters and a repetition."""
+  profile: str
+  rho: float
+  mu: float | None
+  repetition: int
+
+  @property
+  def name(self) -> str:
+    mu = "" if self.mu is None else f"_mu{self.mu:g}"
+    return f"{self.profile}_rho{self.rho:g}{mu}_rep{self.repetition}"
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+  """One trained network: a case, a training method, its resampling ratio and LR."""
+  case: Case
+  method: methods_lib.Method
+  ratio: float
+  base_lr: float
+  lr_repeat: int
+
+  @property
+  def source(self) -> "ModelSpec":
+    """The phase-1 model a phase-2 model continues."""
+    return dataclasses.replace(self, method=methods_lib.get(self.method.starts_from))
+
+  def key(self, seed: int) -> jax.Array:
+    base = jax.random.key(seed)
+    return jax.random.fold_in(base, _hash32(
+        self.case.name, self.method.name, f"{self.ratio:g}", f"{self.base_lr:g}",
+        self.lr_repeat))
+
+
+@dataclasses.dataclass(frozen=True)
+class RowSpec:
+  """One results-store row: a (possibly evaluation-only) method on a trained model."""
+  method: methods_lib.Method
+  model: ModelSpec            # the trained model it scores
+
+  def run_key(self, config) -> str:
+    m = self.model
+    text = json.dumps([
+        config.dataset, config.model, m.case.profile, m.case.rho, m.case.mu,
+        m.case.repetition, self.method.name, m.ratio, m.base_lr, m.lr_repeat,
+        config.iterations, config.batch_size, config.seed], sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+# ----------------------------------------------------------------------------------------
+# The grid.
+
+
+def cases(config) -> list[Case]:
+  """The imbalance cases of a config, in a stable order."""
+  if config.profile not in PROFILES:
+    raise ValueError(f"unknown profile {config.profile!r}; known: {PROFILES}")
+  out = []
+  for rep in range(config.repetitions):
+    if config.profile in ("balanced", "original"):
+      out.append(Case(config.profile, 1.0, None, rep))
+      continue
+    if config.get("case_list"):
+      if config.profile != "step":
+        raise ValueError("case_list holds (rho, mu) pairs of step imbalance; "
+                         f"profile is {config.profile!r}")
+      out.extend(Case("step", float(rho), float(mu), rep) for rho, mu in config.case_list)
+      continue
+    for rho in config.rhos:
+      if config.profile == "step":
+        for mu in config.mus:
+          out.append(Case("step", float(rho), float(mu), rep))
+      else:
+        out.append(Case(config.profile, float(rho), None, rep))
+  return out
+
+
+def case_counts(config, case: Case, num_classes: int, max_count: int) -> np.ndarray:
+  """Per-class training counts of a case (the imbalance profile, paper eq. 1-2)."""
+  key = jax.random.fold_in(jax.random.key(config.seed), _hash32("counts", case.name))
+  if case.profile == "balanced":
+    return np.full(num_classes, max_count, np.int64)
+  if case.profile == "original":
+    return None
+  if case.profile == "step":
+    return imbalance.step(num_classes, max_count, case.rho, case.mu,
+                          minority=config.minority, key=key)
+  if case.profile == "linear":
+    order = "ascending" if config.minority == "lowest" else "random"
+    return imbalance.linear(num_classes, max_count, case.rho, order=order, key=key)
+  return imbalance.exponential(num_classes, max_count, case.rho)
+
+
+def case_subset(config, case: Case, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
+  if case.profile == "original":
+    return np.arange(len(labels))
+  key = jax.random.fold_in(jax.random.key(config.seed), _hash32("subset", case.name))
+  return np.asarray(imbalance.subsample(labels, counts, key))
+
+
+def model_specs(config, case: Case) -> tuple[list[ModelSpec], list[RowSpec]]:
+  """Trained models and stored rows of one case."""
+  requested = [methods_lib.get(n) for n in config.methods]
+  trained = methods_lib.closure(config.methods)
+  ratios = tuple(float(r) for r in config.resample_ratios)
+  specs, rows = [], []
+
+  def ratios_of(m):
+    # Partial levels apply to the resampling methods and everything built on them.
+    root = m
+    while root.starts_from or root.evaluates:
+      root = methods_lib.get(root.starts_from or root.evaluates)
+    return ratios if root.resamples else (1.0,)
+
+  for lr in config.base_lrs:
+    for rep in range(config.lr_repeats):
+      for m in trained:
+        for r in ratios_of(m):
+          specs.append(ModelSpec(case, m, r, float(lr), rep))
+      for m in requested:
+        trained_name = m.evaluates or m.name
+        for r in ratios_of(m):
+          rows.append(RowSpec(m, ModelSpec(case, methods_lib.get(trained_name), r,
+                                           float(lr), rep)))
+  return specs, rows
+
+
+@dataclasses.dataclass
+class Group:
+  """Cases trained together as one population."""
+  cases: list[Case]
+  group_id: str
+
+
+def _phase1_models(config, case: Case) -> int:
+  """Phase-1 models trained for a case (every case of a config has the same number)."""
+  return len([s for s in model_specs(config, case)[0] if not s.method.is_phase2])
+
+
+def groups(config, all_cases: Sequence[Case]) -> list[Group]:
+  """Splits the cases into groups of at most `population_size` phase-1 models."""
+  per_case = _phase1_models(config, all_cases[0]) if all_cases else 1
+  cases_per_group = max(1, config.population_size // max(per_case, 1))
+  out = []
+  for i in range(0, len(all_cases), cases_per_group):
+    chunk = list(all_cases[i:i + cases_per_group])
+    gid = hashlib.sha1("|".join(c.name for c in chunk).encode()).hexdigest()[:12]
+    out.append(Group(chunk, gid))
+  return out
+
+
+def largest_population(config) -> int:
+  """Phase-1 models in the study's largest population (pure Python: no JAX backend)."""
+  all_cases = cases(config)
+  if not all_cases:
+    return 0
+  return max(len(g.cases) for g in groups(config, all_cases)) * _phase1_models(
+      config, all_cases[0])
+
+
+
+# ----------------------------------------------------------------------------------------
+# The study.
+
+
+def fingerprint(config) -> dict:
+  out = {k: (list(v) if isinstance(v, tuple) else v)
+         for k, v in ((f, config.get(f)) for f in FINGERPRINT_FIELDS)}
+  # bfloat16 computes other numbers than float32, so a workdir must not mix them ('auto'
+  # enters as what it resolves to here). float32 is left out so that workdirs written
+  # before the field existed resume.
+  dtype = engine.resolve_compute_dtype(config.get("compute_dtype", "auto"))
+  if dtype != "float32":
+    out["compute_dtype"] = dtype
+  return out
+
+
