@@ -32,7 +32,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-__all__ = ["step", "linear", "exponential", "subsample", "PROFILES", "get_profile"]
+__all__ = ["step", "linear", "exponential", "subsample", "check_available", "PROFILES",
+           "get_profile"]
 
 MINORITY_CHOICES = ("random", "lowest")
 ORDER_CHOICES = ("random", "ascending")
@@ -248,6 +249,76 @@ def _as_labels(labels: Any, num_classes: int | None = None) -> np.ndarray:
   return arr
 
 
+def _as_counts(counts: Any, name: str = "counts", size: int | None = None) -> np.ndarray:
+  """``counts`` as a 1-D int64 array of non-negative integers; errors call it ``name``."""
+  cnt = np.asarray(counts)
+  if cnt.ndim != 1 or cnt.size == 0:
+    raise ValueError(f"{name} must be a non-empty 1-D array, got shape {cnt.shape}")
+  if size is not None and cnt.size != size:
+    raise ValueError(f"{name} must hold one count per class ({size}), got {cnt.size}")
+  if not np.issubdtype(cnt.dtype, np.integer):
+    if not np.all(np.equal(np.mod(cnt, 1), 0)):
+      raise ValueError(f"{name} must be integers, got {cnt.tolist()}")
+  cnt = cnt.astype(np.int64)
+  if cnt.min() < 0:
+    raise ValueError(f"{name} must be >= 0, got {cnt.tolist()}")
+  return cnt
+
+
+def _class_label(c: int, class_names: Any = None) -> str:
+  if class_names is None:
+    return f"class {c}"
+  return f"class {str(class_names[c])!r} (index {c})"
+
+
+def check_available(
+    counts_wanted: Any,
+    available: Any,
+    class_names: Any = None,
+    *,
+    case: str | None = None,
+) -> None:
+  """Raises unless every class holds at least the examples a case asks of it.
+
+  Pure and cheap: a study driver calls it on every case's counts before any training
+  starts, so a run never dies hours in on a short class (ILSVRC-2012's smallest class
+  has 732 training images, fewer than the 1,000 a majority class keeps).
+
+  Example::
+
+    >>> check_available([1000, 100], [1300, 732], ("n01440764", "n01443537"))
+    >>> check_available([1000, 1000], [1300, 732], ("n01440764", "n01443537"))
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 class has fewer training examples than the case asks for: class 'n01443537' (index 1) has 732 training examples; the case asks for 1000
+
+  Args:
+    counts_wanted: per-class counts a case asks for, shape ``(num_classes,)``.
+    available: per-class training examples at hand, same shape (e.g.
+      ``np.bincount(labels, minlength=num_classes)``).
+    class_names: optional names, index = label, used in the message.
+    case: optional case name, prefixed to the message.
+
+  Raises:
+    ValueError: a class has fewer examples than asked (the message names every such
+      class, its index, what it has and what is asked), or malformed arguments.
+  """
+  want = _as_counts(counts_wanted, "counts_wanted")
+  have = _as_counts(available, "available", size=want.size)
+  if class_names is not None and len(class_names) != want.size:
+    raise ValueError(
+        f"class_names has {len(class_names)} names for {want.size} classes")
+  short = np.nonzero(want > have)[0]
+  if short.size:
+    plural = "class has" if short.size == 1 else "classes have"
+    details = "; ".join(
+        f"{_class_label(int(c), class_names)} has {int(have[c])} training examples; "
+        f"the case asks for {int(want[c])}" for c in short)
+    prefix = f"case {case}: " if case else ""
+    raise ValueError(f"{prefix}{short.size} {plural} fewer training examples than the "
+                     f"case asks for: {details}")
+
+
 def subsample(labels: Any, counts: Any, key: jax.Array) -> np.ndarray:
   """Indices of a random subset of ``labels`` with exactly ``counts[c]`` examples of class c.
 
@@ -270,15 +341,7 @@ def subsample(labels: Any, counts: Any, key: jax.Array) -> np.ndarray:
     ValueError: labels not 1-D or outside ``[0, len(counts))``, negative counts, or a
       count larger than what its class has.
   """
-  cnt = np.asarray(counts)
-  if cnt.ndim != 1 or cnt.size == 0:
-    raise ValueError(f"counts must be a non-empty 1-D array, got shape {cnt.shape}")
-  if not np.issubdtype(cnt.dtype, np.integer):
-    if not np.all(np.equal(np.mod(cnt, 1), 0)):
-      raise ValueError(f"counts must be integers, got {cnt.tolist()}")
-  cnt = cnt.astype(np.int64)
-  if cnt.min() < 0:
-    raise ValueError(f"counts must be >= 0, got {cnt.tolist()}")
+  cnt = _as_counts(counts)
   lab = _as_labels(labels, num_classes=cnt.size)
   have = np.bincount(lab, minlength=cnt.size)
   short = np.nonzero(cnt > have)[0]
