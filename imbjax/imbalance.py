@@ -35,7 +35,7 @@ import numpy as np
 __all__ = ["step", "linear", "exponential", "subsample", "check_available", "PROFILES",
            "get_profile"]
 
-MINORITY_CHOICES = ("random", "lowest")
+MINORITY_CHOICES = ("random", "lowest", "short_first")
 ORDER_CHOICES = ("random", "ascending")
 
 
@@ -99,6 +99,8 @@ def step(
     *,
     minority: str = "random",
     key: jax.Array | None = None,
+    available: Any = None,
+    class_names: Any = None,
 ) -> np.ndarray:
   """Per-class counts of a *step* imbalance (Buda et al. 2018, Eq. 1-2, Figure 1a-b).
 
@@ -116,14 +118,30 @@ def step(
       protocol: fixed and nested as mu grows); ``'random'`` picks them with ``key`` (the
       MNIST protocol: a new random set each repetition). For a fixed key the random
       minority sets are also nested in mu (they are prefixes of one permutation).
-    key: a `jax.random` key; required for ``minority='random'``, ignored otherwise.
+      ``'short_first'`` is the ImageNet protocol (Section 3.3.3: "Classes with less than
+      1 000 cases were always chosen as minority ones"): every class with fewer than
+      ``max_count`` examples in ``available`` is minority, and the remaining minority
+      slots go to the other classes in the order of the same keyed permutation as
+      ``'random'``. So for a fixed key and ``available`` the minority sets are nested in
+      mu, and with no short class the result equals ``'random'``'s.
+    key: a `jax.random` key; required for ``'random'`` and ``'short_first'``, ignored
+      for ``'lowest'``.
+    available: training examples per class, shape ``(num_classes,)`` (e.g.
+      ``np.bincount(labels, minlength=num_classes)``); required for ``'short_first'``.
+      With any rule, the returned counts are checked against it (`check_available`).
+    class_names: optional class names (index = label) for error messages.
 
   Returns:
     ``np.ndarray`` of shape ``(num_classes,)``, dtype int64, ``counts[c]`` for label c.
 
   Raises:
     ValueError: bad num_classes, max_count, rho (< 1), mu outside (0, 1), a mu giving no
-      minority or no majority class, an unknown ``minority`` or a missing key.
+      minority or no majority class, an unknown ``minority``, a missing key or (for
+      ``'short_first'``) missing ``available``. For ``'short_first'`` also: a class with
+      fewer examples than even the minority count (named), or more short classes than
+      minority slots (the message names them with their counts, the cap ``max_count``
+      and the smallest mu that would hold them). With ``available`` and another rule: a
+      class with fewer examples than its count (see `check_available`).
   """
   n = _check_num_classes(num_classes)
   max_count = _check_max_count(max_count)
@@ -143,14 +161,55 @@ def step(
   if minority not in MINORITY_CHOICES:
     raise ValueError(f"unknown minority={minority!r}; accepted: {list(MINORITY_CHOICES)}")
   counts = np.full(n, max_count, dtype=np.int64)
+  low = _minority_count(max_count, rho)
   if minority == "lowest":
     chosen = np.arange(n_min)
   else:
     if key is None:
-      raise ValueError("minority='random' needs a jax.random key, got key=None")
-    chosen = _host_rng(key, n).permutation(n)[:n_min]
-  counts[chosen] = _minority_count(max_count, rho)
+      raise ValueError(f"minority={minority!r} needs a jax.random key, got key=None")
+    if minority == "random":
+      chosen = _host_rng(key, n).permutation(n)[:n_min]
+    else:
+      chosen = _short_first(n, n_min, max_count, low, rho, mu, key, available, class_names)
+  counts[chosen] = low
+  if available is not None:
+    check_available(counts, available, class_names)
   return counts
+
+
+def _short_first(n: int, n_min: int, max_count: int, low: int, rho: float, mu: Any,
+                 key: jax.Array, available: Any, class_names: Any) -> np.ndarray:
+  """Minority labels of `step`'s ``'short_first'`` rule (short classes, then keyed)."""
+  if available is None:
+    raise ValueError("minority='short_first' needs available= (training examples per "
+                     "class, e.g. np.bincount(labels, minlength=num_classes))")
+  have = _as_counts(available, "available", size=n)
+  if class_names is not None and len(class_names) != n:
+    raise ValueError(f"class_names has {len(class_names)} names for {n} classes")
+  short = np.nonzero(have < max_count)[0]
+  tiny = short[have[short] < low]
+  if tiny.size:
+    listed = ", ".join(f"{_class_label(int(c), class_names)} ({int(have[c])} examples)"
+                       for c in tiny)
+    fewest = int(have[tiny].min())
+    fix = (f"raise rho to >= {max_count / fewest:g}" if fewest else
+           "an empty class cannot be kept")
+    raise ValueError(
+        f"minority='short_first': {listed} cannot hold even the minority count {low} "
+        f"(max_count={max_count} / rho={rho:g}); {fix}, or leave the class out")
+  if short.size > n_min:
+    listed = ", ".join(f"{_class_label(int(c), class_names)}: {int(have[c])}"
+                       for c in short)
+    need = (f"mu >= {short.size / n:g} ({short.size} minority classes)"
+            if short.size <= n - 1 else "a majority class, which no mu gives")
+    raise ValueError(
+        f"minority='short_first': {short.size} of {n} classes have fewer than "
+        f"max_count={max_count} examples and must be minority ({listed}), but "
+        f"mu={mu!r} gives only {n_min} minority classes; holding them all needs {need}, "
+        f"or max_count <= {int(have.min())} (then no class is short)")
+  perm = _host_rng(key, n).permutation(n)  # the permutation 'random' draws
+  others = perm[have[perm] >= max_count]
+  return np.concatenate([short, others[: n_min - short.size]])
 
 
 def linear(

@@ -10,6 +10,8 @@ import doctest
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from imbjax import imbalance
 
@@ -47,3 +49,139 @@ def test_check_available_refusals():
 def test_module_doctests():
   result = doctest.testmod(imbalance, optionflags=doctest.ELLIPSIS)
   assert result.failed == 0 and result.attempted >= 4
+
+
+# --- step, minority='short_first' -----------------------------------------------------
+
+
+def _available(seed=0, n=20, short=(3, 11, 17)):
+  """ILSVRC-like class sizes: 1,000-1,200 examples, a few short classes of 600-999."""
+  rng = np.random.default_rng(seed)
+  have = rng.integers(1000, 1201, n)
+  have[list(short)] = rng.integers(600, 1000, len(short))
+  have[short[0]] = 732  # ILSVRC-2012's smallest class
+  return have
+
+
+def _labels_of(available, seed=0):
+  labels = np.repeat(np.arange(len(available)), available)
+  return np.random.default_rng(seed).permutation(labels)
+
+
+def test_short_first_makes_short_classes_minority():
+  have = _available()
+  c = imbalance.step(20, 1000, 10, 0.25, minority="short_first", key=jax.random.key(0),
+                     available=have)
+  minority = set(np.nonzero(c == 100)[0].tolist())
+  assert len(minority) == 5 and {3, 11, 17} <= minority
+  assert set(c.tolist()) == {100, 1000} and (c <= have).all()
+  # Exactly as many short classes as slots: the minority set is the short classes.
+  c = imbalance.step(20, 1000, 10, 0.15, minority="short_first", key=jax.random.key(0),
+                     available=have)
+  assert np.nonzero(c == 100)[0].tolist() == [3, 11, 17]
+
+
+def test_short_first_nested_in_mu_keyed_and_random_without_short_classes():
+  have = _available()
+  key = jax.random.key(4)
+  sets = [set(np.nonzero(imbalance.step(20, 1000, 50, mu, minority="short_first", key=key,
+                                        available=have) == 20)[0].tolist())
+          for mu in np.arange(0.15, 0.96, 0.05)]
+  assert [len(s) for s in sets] == list(range(3, 20))
+  assert all(a <= b for a, b in zip(sets, sets[1:]))
+  draws = {tuple(imbalance.step(20, 1000, 50, 0.5, minority="short_first",
+                                key=jax.random.key(s), available=have)) for s in range(8)}
+  assert len(draws) > 1
+  # No short class: the same draw as minority='random' for the same key.
+  full = np.full(20, 1300)
+  for mu in (0.1, 0.5, 0.9):
+    assert imbalance.step(20, 1000, 50, mu, minority="short_first", key=key,
+                          available=full).tolist() == imbalance.step(
+                              20, 1000, 50, mu, key=key).tolist()
+
+
+def test_short_first_refusals():
+  have = _available()
+  names = tuple(f"n0{i:07d}" for i in range(20))
+  key = jax.random.key(0)
+  with pytest.raises(ValueError, match=r"needs available="):
+    imbalance.step(20, 1000, 10, 0.5, minority="short_first", key=key)
+  with pytest.raises(ValueError, match=r"needs a jax.random key"):
+    imbalance.step(20, 1000, 10, 0.5, minority="short_first", available=have)
+  with pytest.raises(ValueError, match=r"available must hold one count per class \(20\)"):
+    imbalance.step(20, 1000, 10, 0.5, minority="short_first", key=key, available=have[:5])
+  # More short classes than minority slots: names them, their counts, cap and the mu.
+  with pytest.raises(ValueError) as err:
+    imbalance.step(20, 1000, 10, 0.1, minority="short_first", key=key, available=have,
+                   class_names=names)
+  msg = str(err.value)
+  assert "3 of 20 classes have fewer than max_count=1000" in msg
+  assert "class 'n00000003' (index 3): 732" in msg
+  assert f"class 'n00000011' (index 11): {have[11]}" in msg
+  assert "mu=0.1 gives only 2 minority classes" in msg
+  assert "mu >= 0.15 (3 minority classes)" in msg and "max_count <= 732" in msg
+  # A short class below even the minority count (1000 / 1.25 = 800 > 732): named.
+  with pytest.raises(ValueError, match=r"class 'n00000003' \(index 3\) \(732 examples\) "
+                                       r"cannot hold even the minority count 800"):
+    imbalance.step(20, 1000, 1.25, 0.5, minority="short_first", key=key, available=have,
+                   class_names=names)
+  # Every class short: no mu leaves a majority class.
+  with pytest.raises(ValueError, match="a majority class, which no mu gives"):
+    imbalance.step(4, 1000, 10, 0.5, minority="short_first", key=key,
+                   available=[900, 900, 900, 900])
+
+
+def test_other_rules_checked_against_available():
+  have = _available()
+  # Labels 0..17 minority: the short classes 3, 11, 17 among them.
+  c = imbalance.step(20, 1000, 10, 0.9, minority="lowest", available=have)
+  assert c.tolist() == imbalance.step(20, 1000, 10, 0.9, minority="lowest").tolist()
+  with pytest.raises(ValueError, match=r"2 classes .*class 11 has \d+ training examples; "
+                                       r"the case asks for 1000; class 17 has"):
+    imbalance.step(20, 1000, 10, 0.5, minority="lowest", available=have)
+
+
+@st.composite
+def _cap_and_sizes(draw):
+  """A cap and class sizes, each class long (>= cap) or short (< cap) with equal odds."""
+  max_count = draw(st.integers(1, 1200))
+  short = draw(st.lists(st.booleans(), min_size=2, max_size=25))
+  have = [draw(st.integers(0, max_count - 1)) if s and max_count > 1 else
+          draw(st.integers(max_count, max_count + 300)) for s in short]
+  return max_count, np.array(have)
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    cap_sizes=_cap_and_sizes(),
+    rho=st.floats(1.0, 2000.0),
+    mu=st.floats(0.01, 0.99),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_short_first_property(cap_sizes, rho, mu, seed):
+  max_count, have = cap_sizes
+  n = len(have)
+  k = int(np.floor(mu * n + 0.5))
+  low = max(1, int(np.floor(max_count / rho + 0.5)))
+  short = np.nonzero(have < max_count)[0]
+  args = (n, max_count, rho, mu)
+  kwargs = dict(minority="short_first", key=jax.random.key(seed), available=have)
+  if not 1 <= k <= n - 1:
+    with pytest.raises(ValueError, match="minority classes; step imbalance needs"):
+      imbalance.step(*args, **kwargs)
+  elif (have[short] < low).any():
+    c = int(short[have[short] < low][0])
+    with pytest.raises(ValueError, match=rf"class {c} \(\d+ examples\).* cannot hold even "
+                                         rf"the minority count {low}"):
+      imbalance.step(*args, **kwargs)
+  elif short.size > k:
+    with pytest.raises(ValueError, match=rf"{short.size} of {n} classes .* must be minority"
+                                         rf".* gives only {k} minority classes"):
+      imbalance.step(*args, **kwargs)
+  else:
+    c = imbalance.step(*args, **kwargs)
+    minority = np.zeros(n, bool)
+    minority[np.argsort(c, kind="stable")[:k]] = True  # the k classes holding `low`
+    assert (c[minority] == low).all() and (c[~minority] == max_count).all()
+    assert minority[short].all()  # every short class is minority ...
+    assert (c <= have).all()  # ... and every count fits
