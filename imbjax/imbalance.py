@@ -36,7 +36,7 @@ __all__ = ["step", "linear", "exponential", "subsample", "check_available", "PRO
            "get_profile"]
 
 MINORITY_CHOICES = ("random", "lowest", "short_first")
-ORDER_CHOICES = ("random", "ascending")
+ORDER_CHOICES = ("random", "ascending", "short_first")
 
 
 def _round_half_up(x: float) -> int:
@@ -219,6 +219,8 @@ def linear(
     *,
     order: str = "random",
     key: jax.Array | None = None,
+    available: Any = None,
+    class_names: Any = None,
 ) -> np.ndarray:
   """Per-class counts of a *linear* imbalance (Buda et al. 2018, Figure 1c).
 
@@ -235,13 +237,26 @@ def linear(
     order: ``'ascending'`` gives label 0 the fewest examples and label N-1 the most (the
       fixed CIFAR-10 protocol, consistent with ``step(minority='lowest')``); ``'random'``
       assigns the sorted counts to a random permutation of labels drawn with ``key``.
-    key: a `jax.random` key; required for ``order='random'``, ignored otherwise.
+      ``'short_first'`` is `step`'s ImageNet rule carried over: the classes with fewer
+      than ``max_count`` examples in ``available`` take the lowest counts (the fewest
+      examples the lowest count, ties by label), the others take the rest in the order
+      of ``'random'``'s permutation (so with no short class it equals ``'random'``).
+      That matching is the one most likely to fit: if it leaves a class short, no
+      assignment of these counts fits.
+    key: a `jax.random` key; required for ``'random'`` and ``'short_first'``, ignored
+      for ``'ascending'``.
+    available: training examples per class, shape ``(num_classes,)``; required for
+      ``'short_first'``. With any order, the counts are checked against it
+      (`check_available`).
+    class_names: optional class names (index = label) for error messages.
 
   Returns:
     ``np.ndarray`` of shape ``(num_classes,)``, dtype int64.
 
   Raises:
-    ValueError: bad num_classes, max_count, rho (< 1), unknown ``order`` or missing key.
+    ValueError: bad num_classes, max_count, rho (< 1), unknown ``order``, missing key or
+      (``'short_first'``) missing ``available``; with ``available``, a class with fewer
+      examples than its count (the message names it).
   """
   n = _check_num_classes(num_classes)
   max_count = _check_max_count(max_count)
@@ -253,12 +268,23 @@ def linear(
   ascending = np.array([_round_half_up(lo + i * diff) for i in range(n)], dtype=np.int64)
   ascending[-1] = max_count  # guard the end point against float drift in lo + (N-1)*diff
   if order == "ascending":
-    return ascending
-  if key is None:
-    raise ValueError("order='random' needs a jax.random key, got key=None")
-  perm = _host_rng(key, n).permutation(n)
-  counts = np.empty(n, dtype=np.int64)
-  counts[perm] = ascending
+    counts = ascending
+  else:
+    if key is None:
+      raise ValueError(f"order={order!r} needs a jax.random key, got key=None")
+    perm = _host_rng(key, n).permutation(n)
+    if order == "short_first":
+      if available is None:
+        raise ValueError("order='short_first' needs available= (training examples per "
+                         "class, e.g. np.bincount(labels, minlength=num_classes))")
+      have = _as_counts(available, "available", size=n)
+      short = np.nonzero(have < max_count)[0]
+      short = short[np.argsort(have[short], kind="stable")]
+      perm = np.concatenate([short, perm[have[perm] >= max_count]])
+    counts = np.empty(n, dtype=np.int64)
+    counts[perm] = ascending
+  if available is not None:
+    check_available(counts, available, class_names)
   return counts
 
 

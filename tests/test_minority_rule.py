@@ -185,3 +185,29 @@ def test_short_first_property(cap_sizes, rho, mu, seed):
     assert (c[minority] == low).all() and (c[~minority] == max_count).all()
     assert minority[short].all()  # every short class is minority ...
     assert (c <= have).all()  # ... and every count fits
+
+
+# --- linear, order='short_first' ------------------------------------------------------
+
+
+def test_linear_short_first():
+  have = _available()
+  key = jax.random.key(2)
+  c = imbalance.linear(20, 1000, 10, order="short_first", key=key, available=have)
+  ascending = imbalance.linear(20, 1000, 10, order="ascending")
+  assert sorted(c.tolist()) == ascending.tolist()
+  # The shortest class takes the lowest count, the next the next: 3 (732), then 11, 17.
+  by_size = sorted((3, 11, 17), key=lambda i: have[i])
+  assert c[by_size].tolist() == ascending[:3].tolist()
+  assert (c <= have).all()
+  # No short class: the same draw as order='random'.
+  full = np.full(20, 1300)
+  assert imbalance.linear(20, 1000, 10, order="short_first", key=key,
+                          available=full).tolist() == imbalance.linear(
+                              20, 1000, 10, key=key).tolist()
+  with pytest.raises(ValueError, match="needs available="):
+    imbalance.linear(20, 1000, 10, order="short_first", key=key)
+  # Rho 1.25: the lowest count is 800 > 732, so the smallest class cannot be held.
+  with pytest.raises(ValueError, match=r"class 3 has 732 training examples; the case asks "
+                                       r"for 800"):
+    imbalance.linear(20, 1000, 1.25, order="short_first", key=key, available=have)
