@@ -32,8 +32,8 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-__all__ = ["step", "linear", "exponential", "subsample", "check_available", "PROFILES",
-           "get_profile"]
+__all__ = ["step", "linear", "exponential", "subsample", "check_available", "case_counts",
+           "PROFILES", "get_profile"]
 
 MINORITY_CHOICES = ("random", "lowest", "short_first")
 ORDER_CHOICES = ("random", "ascending", "short_first")
@@ -443,6 +443,88 @@ def subsample(labels: Any, counts: Any, key: jax.Array) -> np.ndarray:
   starts = np.concatenate([[0], np.cumsum(have)[:-1]])
   picked = np.concatenate([grouped[s : s + k] for s, k in zip(starts, cnt)])
   return picked[np.lexsort((picked, lab[picked]))].astype(np.int64)
+
+
+# How a study's ``minority`` rule orders a linear profile (the fixed CIFAR-10 protocol,
+# the random MNIST one, and the ImageNet rule).
+_LINEAR_ORDER = {"lowest": "ascending", "random": "random", "short_first": "short_first"}
+
+
+def case_counts(
+    profile: str,
+    num_classes: int,
+    max_count: int,
+    rho: float = 1.0,
+    mu: float | None = None,
+    *,
+    minority: str = "random",
+    key: jax.Array | None = None,
+    available: Any = None,
+    class_names: Any = None,
+    case: str | None = None,
+) -> np.ndarray:
+  """Per-class counts of one case of a study, checked against the classes' sizes.
+
+  The one call a study driver makes per case, before any training starts: it picks the
+  profile, maps the study's ``minority`` rule onto it and, given ``available``, raises
+  unless every class can hold its count. Every error is prefixed with ``case``.
+
+  Example::
+
+    >>> import jax
+    >>> case_counts("step", 4, 1000, 10, 0.5, minority="short_first",
+    ...             key=jax.random.key(0), available=[1300, 732, 1300, 1300]).tolist()
+    [1000, 100, 100, 1000]
+
+  Args:
+    profile: ``'step'``, ``'linear'``, ``'exponential'`` or ``'balanced'`` (every class
+      ``max_count``). The original, untouched set has no counts to make: callers keep
+      it aside.
+    num_classes: number of classes N.
+    max_count: the cap: examples in each majority class.
+    rho: imbalance ratio (ignored by ``'balanced'``).
+    mu: fraction of minority classes (``'step'`` only).
+    minority: ``'random'``, ``'lowest'`` or ``'short_first'``: `step`'s rule; `linear`
+      takes the matching order (``'random'``, ``'ascending'``, ``'short_first'``);
+      ``'exponential'`` and ``'balanced'`` ignore it.
+    key: a `jax.random` key, for the ``'random'`` and ``'short_first'`` rules.
+    available: training examples per class, shape ``(num_classes,)`` (e.g.
+      ``np.bincount(labels, minlength=num_classes)``); required by ``'short_first'``
+      (step and linear), and when given the counts are checked against it.
+    class_names: optional class names (index = label) for error messages.
+    case: optional case name, prefixed to error messages.
+
+  Returns:
+    ``np.ndarray`` of int64 counts, shape ``(num_classes,)``.
+
+  Raises:
+    ValueError: an unknown profile or rule, anything the profile refuses, or a class
+      short of its count (see `check_available`); the message starts with the case name.
+  """
+  try:
+    if minority not in MINORITY_CHOICES:
+      raise ValueError(
+          f"unknown minority={minority!r}; accepted: {list(MINORITY_CHOICES)}")
+    extra = dict(key=key, available=available, class_names=class_names)
+    if profile == "step":
+      return step(num_classes, max_count, rho, mu, minority=minority, **extra)
+    if profile == "linear":
+      return linear(num_classes, max_count, rho, order=_LINEAR_ORDER[minority], **extra)
+    if profile == "exponential":
+      counts = exponential(num_classes, max_count, rho)
+    elif profile == "balanced":
+      counts = np.full(_check_num_classes(num_classes), _check_max_count(max_count),
+                       dtype=np.int64)
+    else:
+      raise ValueError(f"unknown profile {profile!r}; accepted: "
+                       f"{sorted(PROFILES) + ['balanced']}")
+    if available is not None:
+      check_available(counts, available, class_names)
+    return counts
+  except ValueError as e:
+    if case is None:
+      raise
+    raise ValueError(f"case {case}: {e}") from None
 
 
 PROFILES: dict[str, Callable[..., np.ndarray]] = {

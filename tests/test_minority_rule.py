@@ -211,3 +211,37 @@ def test_linear_short_first():
   with pytest.raises(ValueError, match=r"class 3 has 732 training examples; the case asks "
                                        r"for 800"):
     imbalance.linear(20, 1000, 1.25, order="short_first", key=key, available=have)
+
+
+# --- case_counts: what the study driver calls -----------------------------------------
+
+
+def test_case_counts_matches_profiles_and_prefixes_errors():
+  have = _available()
+  key = jax.random.key(9)
+  for minority in ("random", "lowest", "short_first"):
+    got = imbalance.case_counts("step", 20, 1000, 10, 0.9, minority=minority, key=key,
+                                available=have)
+    assert got.tolist() == imbalance.step(20, 1000, 10, 0.9, minority=minority,
+                                          key=key, available=have).tolist()
+  orders = {"random": "random", "lowest": "ascending", "short_first": "short_first"}
+  for minority, order in orders.items():
+    avail = have if minority == "short_first" else None  # others give 17 more than 868
+    got = imbalance.case_counts("linear", 20, 1000, 10, minority=minority, key=key,
+                                available=avail)
+    assert got.tolist() == imbalance.linear(20, 1000, 10, order=order, key=key,
+                                            available=avail).tolist()
+  assert imbalance.case_counts("exponential", 20, 600, 10).tolist() == (
+      imbalance.exponential(20, 600, 10).tolist())
+  assert imbalance.case_counts("balanced", 3, 7).tolist() == [7, 7, 7]
+  with pytest.raises(ValueError, match=r"^case balanced_rep0: 3 classes have fewer .*"
+                                       r"class 3 has 732 training examples; the case asks "
+                                       r"for 1000"):
+    imbalance.case_counts("balanced", 20, 1000, available=have, case="balanced_rep0")
+  with pytest.raises(ValueError, match=r"^case c: minority='short_first': 3 of 20"):
+    imbalance.case_counts("step", 20, 1000, 10, 0.1, minority="short_first", key=key,
+                          available=have, case="c")
+  with pytest.raises(ValueError, match="unknown profile 'zipf'"):
+    imbalance.case_counts("zipf", 20, 1000)
+  with pytest.raises(ValueError, match="unknown minority='first'"):
+    imbalance.case_counts("linear", 20, 1000, minority="first")
