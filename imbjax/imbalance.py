@@ -13,6 +13,13 @@ and `subsample`, which draws a random subset of a labelled set with exactly thos
 per-class counts. Every profile returns an ``np.ndarray`` of ``int64`` indexed by class
 label. Randomness comes only from an explicit `jax.random` key.
 
+Which classes are minority is a rule (`MINORITY_CHOICES`): the fixed ``'lowest'`` labels
+(CIFAR-10), a keyed ``'random'`` draw (MNIST), or ``'short_first'`` (ImageNet, Section
+3.3.3: "Classes with less than 1 000 cases were always chosen as minority ones"), which
+takes the classes' sizes (``available=``) and always makes those below ``max_count``
+minority. `check_available` names every class short of what a case asks for, and
+`case_counts` is the one call a study driver makes per case (profile, rule, check).
+
 Example::
 
     >>> import jax

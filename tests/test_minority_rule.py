@@ -13,7 +13,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from imbjax import imbalance
+from experiments.configs import imagenet_step
+from imbjax import datasets, imbalance
+from imbjax.datasets import streaming
 
 
 # --- check_available ------------------------------------------------------------------
@@ -245,3 +247,99 @@ def test_case_counts_matches_profiles_and_prefixes_errors():
     imbalance.case_counts("zipf", 20, 1000)
   with pytest.raises(ValueError, match="unknown minority='first'"):
     imbalance.case_counts("linear", 20, 1000, minority="first")
+
+
+# --- the ImageNet config's grid -------------------------------------------------------
+
+
+def _grid_counts(config, available, class_names=None):
+  """{(rho, mu): counts} over mu 0.1 .. 0.9 and the config's rhos, as a driver makes them."""
+  rhos = sorted({float(rho) for rho, _ in config.case_list})
+  out = {}
+  for rho in rhos:
+    for mu in np.round(np.arange(0.1, 0.91, 0.1), 1):
+      key = jax.random.fold_in(jax.random.key(config.seed), int(rho * 10 + mu * 100))
+      out[rho, mu] = imbalance.case_counts(
+          config.profile, len(available), config.max_count, rho, mu,
+          minority=config.minority, key=key, available=available,
+          class_names=class_names, case=f"rho{rho:g}_mu{mu:g}")
+  return out
+
+
+def test_imagenet_config_uses_the_rule():
+  config = imagenet_step.get_config()
+  assert config.minority == "short_first" and config.max_count == 1000
+  assert "short_first" in imagenet_step.__doc__
+  assert {rho for rho, _ in config.case_list} == {10, 50, 100}
+
+
+def test_imagenet_config_grid_subsamples_with_short_classes_minority():
+  config = imagenet_step.get_config()
+  rng = np.random.default_rng(1)
+  have = rng.integers(1000, 1201, 20)  # 20 classes of 600 .. 1,200 examples, 2 short
+  short = [4, 13]
+  have[short] = [732, 600]
+  labels = _labels_of(have, seed=1)
+  grid = _grid_counts(config, np.bincount(labels, minlength=20))
+  assert len(grid) == 27
+  for (rho, mu), counts in grid.items():
+    low = max(1, int(np.floor(config.max_count / rho + 0.5)))
+    k = int(np.floor(mu * 20 + 0.5))
+    assert sorted(counts.tolist()) == [low] * k + [config.max_count] * (20 - k)
+    assert (counts[short] == low).all(), (rho, mu)  # short classes always minority
+    idx = imbalance.subsample(labels, counts, jax.random.key(int(rho * mu * 10)))
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=20), counts)
+  # The config's own three cases, on the same labels.
+  for rho, mu in config.case_list:
+    counts = grid[float(rho), mu]
+    idx = imbalance.subsample(labels, counts, jax.random.key(0))
+    np.testing.assert_array_equal(np.bincount(labels[idx], minlength=20), counts)
+  # Without the rule, a random draw puts a short class in the majority and fails.
+  with pytest.raises(ValueError, match=r"class 13 has 600 training examples; the case "
+                                       r"asks for 1000"):
+    for seed in range(50):
+      imbalance.case_counts("step", 20, 1000, 10, 0.1, minority="random",
+                            key=jax.random.key(seed), available=have)
+
+
+def _write_png(path, value):
+  from PIL import Image
+  path.parent.mkdir(parents=True, exist_ok=True)
+  Image.fromarray(np.full((8, 8, 3), value, np.uint8)).save(path)
+
+
+def test_image_folder_labels_feed_the_rule(tmp_path):
+  # Five classes, cap 6: 'crane' (3 images) and 'ant' (2) are short.
+  sizes = {"ant": 2, "bee": 7, "crane": 3, "dog": 6, "eel": 9}
+  for name, size in sizes.items():
+    for i in range(size):
+      _write_png(tmp_path / "train" / name / f"{i:03d}.png", 10 * i)
+  train = datasets.load("image_folder", "train", data_dir=tmp_path, preprocess=False)
+  assert train.class_names == tuple(sorted(sizes)) and train.images.shape[1:] == (8, 8, 3)
+  have = np.bincount(train.labels, minlength=train.num_classes)
+  assert have.tolist() == [2, 7, 3, 6, 9]
+  # The streaming source (the driver's input='stream' path) lists the same labels.
+  src = streaming.folder_source(tmp_path, "train")
+  np.testing.assert_array_equal(np.bincount(src.labels, minlength=5), have)
+  for mu in (0.4, 0.6, 0.8):
+    for seed in range(3):
+      counts = imbalance.case_counts("step", 5, 6, 3, mu, minority="short_first",
+                                     key=jax.random.key(seed), available=have,
+                                     class_names=train.class_names)
+      assert counts[[0, 2]].tolist() == [2, 2]  # 'ant' and 'crane' minority
+      idx = imbalance.subsample(train.labels, counts, jax.random.key(seed))
+      np.testing.assert_array_equal(np.bincount(train.labels[idx], minlength=5), counts)
+  with pytest.raises(ValueError, match=r"class 'ant' \(index 0\): 2, class 'crane' "
+                                       r"\(index 2\): 3\), but mu=0.2 gives only 1"):
+    imbalance.case_counts("step", 5, 6, 3, 0.2, minority="short_first",
+                          key=jax.random.key(0), available=have,
+                          class_names=train.class_names)
+  # A config asking 'ant' for more than it has (rho 2: minority count 3) is refused.
+  with pytest.raises(ValueError, match=r"class 'ant' \(index 0\) \(2 examples\) cannot "
+                                       r"hold even the minority count 3"):
+    imbalance.case_counts("step", 5, 6, 2, 0.4, minority="short_first",
+                          key=jax.random.key(0), available=have,
+                          class_names=train.class_names)
+  with pytest.raises(ValueError, match=r"class 'ant' \(index 0\) has 2 training examples; "
+                                       r"the case asks for 6"):
+    imbalance.check_available(np.full(5, 6), have, train.class_names)
