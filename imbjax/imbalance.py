@@ -382,7 +382,7 @@ def check_available(
     >>> check_available([1000, 1000], [1300, 732], ("n01440764", "n01443537"))
     Traceback (most recent call last):
     ...
-    ValueError: 1 class has fewer training examples than the case asks for: class 'n01443537' (index 1) has 732 training examples; the case asks for 1000
+    ValueError: 1 class ...: class 'n01443537' (index 1) has 732 training examples; ...
 
   Args:
     counts_wanted: per-class counts a case asks for, shape ``(num_classes,)``.
