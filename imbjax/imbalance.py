@@ -13,6 +13,13 @@ and `subsample`, which draws a random subset of a labelled set with exactly thos
 per-class counts. Every profile returns an ``np.ndarray`` of ``int64`` indexed by class
 label. Randomness comes only from an explicit `jax.random` key.
 
+Which classes are minority is a rule (`MINORITY_CHOICES`): the fixed ``'lowest'`` labels
+(CIFAR-10), a keyed ``'random'`` draw (MNIST), or ``'short_first'`` (ImageNet, Section
+3.3.3: "Classes with less than 1 000 cases were always chosen as minority ones"), which
+takes the classes' sizes (``available=``) and always makes those below ``max_count``
+minority. `check_available` names every class short of what a case asks for, and
+`case_counts` is the one call a study driver makes per case (profile, rule, check).
+
 Example::
 
     >>> import jax
@@ -32,10 +39,11 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
-__all__ = ["step", "linear", "exponential", "subsample", "PROFILES", "get_profile"]
+__all__ = ["step", "linear", "exponential", "subsample", "check_available", "case_counts",
+           "PROFILES", "get_profile"]
 
-MINORITY_CHOICES = ("random", "lowest")
-ORDER_CHOICES = ("random", "ascending")
+MINORITY_CHOICES = ("random", "lowest", "short_first")
+ORDER_CHOICES = ("random", "ascending", "short_first")
 
 
 def _round_half_up(x: float) -> int:
@@ -98,6 +106,8 @@ def step(
     *,
     minority: str = "random",
     key: jax.Array | None = None,
+    available: Any = None,
+    class_names: Any = None,
 ) -> np.ndarray:
   """Per-class counts of a *step* imbalance (Buda et al. 2018, Eq. 1-2, Figure 1a-b).
 
@@ -115,14 +125,30 @@ def step(
       protocol: fixed and nested as mu grows); ``'random'`` picks them with ``key`` (the
       MNIST protocol: a new random set each repetition). For a fixed key the random
       minority sets are also nested in mu (they are prefixes of one permutation).
-    key: a `jax.random` key; required for ``minority='random'``, ignored otherwise.
+      ``'short_first'`` is the ImageNet protocol (Section 3.3.3: "Classes with less than
+      1 000 cases were always chosen as minority ones"): every class with fewer than
+      ``max_count`` examples in ``available`` is minority, and the remaining minority
+      slots go to the other classes in the order of the same keyed permutation as
+      ``'random'``. So for a fixed key and ``available`` the minority sets are nested in
+      mu, and with no short class the result equals ``'random'``'s.
+    key: a `jax.random` key; required for ``'random'`` and ``'short_first'``, ignored
+      for ``'lowest'``.
+    available: training examples per class, shape ``(num_classes,)`` (e.g.
+      ``np.bincount(labels, minlength=num_classes)``); required for ``'short_first'``.
+      With any rule, the returned counts are checked against it (`check_available`).
+    class_names: optional class names (index = label) for error messages.
 
   Returns:
     ``np.ndarray`` of shape ``(num_classes,)``, dtype int64, ``counts[c]`` for label c.
 
   Raises:
     ValueError: bad num_classes, max_count, rho (< 1), mu outside (0, 1), a mu giving no
-      minority or no majority class, an unknown ``minority`` or a missing key.
+      minority or no majority class, an unknown ``minority``, a missing key or (for
+      ``'short_first'``) missing ``available``. For ``'short_first'`` also: a class with
+      fewer examples than even the minority count (named), or more short classes than
+      minority slots (the message names them with their counts, the cap ``max_count``
+      and the smallest mu that would hold them). With ``available`` and another rule: a
+      class with fewer examples than its count (see `check_available`).
   """
   n = _check_num_classes(num_classes)
   max_count = _check_max_count(max_count)
@@ -142,14 +168,55 @@ def step(
   if minority not in MINORITY_CHOICES:
     raise ValueError(f"unknown minority={minority!r}; accepted: {list(MINORITY_CHOICES)}")
   counts = np.full(n, max_count, dtype=np.int64)
+  low = _minority_count(max_count, rho)
   if minority == "lowest":
     chosen = np.arange(n_min)
   else:
     if key is None:
-      raise ValueError("minority='random' needs a jax.random key, got key=None")
-    chosen = _host_rng(key, n).permutation(n)[:n_min]
-  counts[chosen] = _minority_count(max_count, rho)
+      raise ValueError(f"minority={minority!r} needs a jax.random key, got key=None")
+    if minority == "random":
+      chosen = _host_rng(key, n).permutation(n)[:n_min]
+    else:
+      chosen = _short_first(n, n_min, max_count, low, rho, mu, key, available, class_names)
+  counts[chosen] = low
+  if available is not None:
+    check_available(counts, available, class_names)
   return counts
+
+
+def _short_first(n: int, n_min: int, max_count: int, low: int, rho: float, mu: Any,
+                 key: jax.Array, available: Any, class_names: Any) -> np.ndarray:
+  """Minority labels of `step`'s ``'short_first'`` rule (short classes, then keyed)."""
+  if available is None:
+    raise ValueError("minority='short_first' needs available= (training examples per "
+                     "class, e.g. np.bincount(labels, minlength=num_classes))")
+  have = _as_counts(available, "available", size=n)
+  if class_names is not None and len(class_names) != n:
+    raise ValueError(f"class_names has {len(class_names)} names for {n} classes")
+  short = np.nonzero(have < max_count)[0]
+  tiny = short[have[short] < low]
+  if tiny.size:
+    listed = ", ".join(f"{_class_label(int(c), class_names)} ({int(have[c])} examples)"
+                       for c in tiny)
+    fewest = int(have[tiny].min())
+    fix = (f"raise rho to >= {max_count / fewest:g}" if fewest else
+           "an empty class cannot be kept")
+    raise ValueError(
+        f"minority='short_first': {listed} cannot hold even the minority count {low} "
+        f"(max_count={max_count} / rho={rho:g}); {fix}, or leave the class out")
+  if short.size > n_min:
+    listed = ", ".join(f"{_class_label(int(c), class_names)}: {int(have[c])}"
+                       for c in short)
+    need = (f"mu >= {short.size / n:g} ({short.size} minority classes)"
+            if short.size <= n - 1 else "a majority class, which no mu gives")
+    raise ValueError(
+        f"minority='short_first': {short.size} of {n} classes have fewer than "
+        f"max_count={max_count} examples and must be minority ({listed}), but "
+        f"mu={mu!r} gives only {n_min} minority classes; holding them all needs {need}, "
+        f"or max_count <= {int(have.min())} (then no class is short)")
+  perm = _host_rng(key, n).permutation(n)  # the permutation 'random' draws
+  others = perm[have[perm] >= max_count]
+  return np.concatenate([short, others[: n_min - short.size]])
 
 
 def linear(
@@ -159,6 +226,8 @@ def linear(
     *,
     order: str = "random",
     key: jax.Array | None = None,
+    available: Any = None,
+    class_names: Any = None,
 ) -> np.ndarray:
   """Per-class counts of a *linear* imbalance (Buda et al. 2018, Figure 1c).
 
@@ -175,13 +244,26 @@ def linear(
     order: ``'ascending'`` gives label 0 the fewest examples and label N-1 the most (the
       fixed CIFAR-10 protocol, consistent with ``step(minority='lowest')``); ``'random'``
       assigns the sorted counts to a random permutation of labels drawn with ``key``.
-    key: a `jax.random` key; required for ``order='random'``, ignored otherwise.
+      ``'short_first'`` is `step`'s ImageNet rule carried over: the classes with fewer
+      than ``max_count`` examples in ``available`` take the lowest counts (the fewest
+      examples the lowest count, ties by label), the others take the rest in the order
+      of ``'random'``'s permutation (so with no short class it equals ``'random'``).
+      That matching is the one most likely to fit: if it leaves a class short, no
+      assignment of these counts fits.
+    key: a `jax.random` key; required for ``'random'`` and ``'short_first'``, ignored
+      for ``'ascending'``.
+    available: training examples per class, shape ``(num_classes,)``; required for
+      ``'short_first'``. With any order, the counts are checked against it
+      (`check_available`).
+    class_names: optional class names (index = label) for error messages.
 
   Returns:
     ``np.ndarray`` of shape ``(num_classes,)``, dtype int64.
 
   Raises:
-    ValueError: bad num_classes, max_count, rho (< 1), unknown ``order`` or missing key.
+    ValueError: bad num_classes, max_count, rho (< 1), unknown ``order``, missing key or
+      (``'short_first'``) missing ``available``; with ``available``, a class with fewer
+      examples than its count (the message names it).
   """
   n = _check_num_classes(num_classes)
   max_count = _check_max_count(max_count)
@@ -193,12 +275,23 @@ def linear(
   ascending = np.array([_round_half_up(lo + i * diff) for i in range(n)], dtype=np.int64)
   ascending[-1] = max_count  # guard the end point against float drift in lo + (N-1)*diff
   if order == "ascending":
-    return ascending
-  if key is None:
-    raise ValueError("order='random' needs a jax.random key, got key=None")
-  perm = _host_rng(key, n).permutation(n)
-  counts = np.empty(n, dtype=np.int64)
-  counts[perm] = ascending
+    counts = ascending
+  else:
+    if key is None:
+      raise ValueError(f"order={order!r} needs a jax.random key, got key=None")
+    perm = _host_rng(key, n).permutation(n)
+    if order == "short_first":
+      if available is None:
+        raise ValueError("order='short_first' needs available= (training examples per "
+                         "class, e.g. np.bincount(labels, minlength=num_classes))")
+      have = _as_counts(available, "available", size=n)
+      short = np.nonzero(have < max_count)[0]
+      short = short[np.argsort(have[short], kind="stable")]
+      perm = np.concatenate([short, perm[have[perm] >= max_count]])
+    counts = np.empty(n, dtype=np.int64)
+    counts[perm] = ascending
+  if available is not None:
+    check_available(counts, available, class_names)
   return counts
 
 
@@ -248,6 +341,76 @@ def _as_labels(labels: Any, num_classes: int | None = None) -> np.ndarray:
   return arr
 
 
+def _as_counts(counts: Any, name: str = "counts", size: int | None = None) -> np.ndarray:
+  """``counts`` as a 1-D int64 array of non-negative integers; errors call it ``name``."""
+  cnt = np.asarray(counts)
+  if cnt.ndim != 1 or cnt.size == 0:
+    raise ValueError(f"{name} must be a non-empty 1-D array, got shape {cnt.shape}")
+  if size is not None and cnt.size != size:
+    raise ValueError(f"{name} must hold one count per class ({size}), got {cnt.size}")
+  if not np.issubdtype(cnt.dtype, np.integer):
+    if not np.all(np.equal(np.mod(cnt, 1), 0)):
+      raise ValueError(f"{name} must be integers, got {cnt.tolist()}")
+  cnt = cnt.astype(np.int64)
+  if cnt.min() < 0:
+    raise ValueError(f"{name} must be >= 0, got {cnt.tolist()}")
+  return cnt
+
+
+def _class_label(c: int, class_names: Any = None) -> str:
+  if class_names is None:
+    return f"class {c}"
+  return f"class {str(class_names[c])!r} (index {c})"
+
+
+def check_available(
+    counts_wanted: Any,
+    available: Any,
+    class_names: Any = None,
+    *,
+    case: str | None = None,
+) -> None:
+  """Raises unless every class holds at least the examples a case asks of it.
+
+  Pure and cheap: a study driver calls it on every case's counts before any training
+  starts, so a run never dies hours in on a short class (ILSVRC-2012's smallest class
+  has 732 training images, fewer than the 1,000 a majority class keeps).
+
+  Example::
+
+    >>> check_available([1000, 100], [1300, 732], ("n01440764", "n01443537"))
+    >>> check_available([1000, 1000], [1300, 732], ("n01440764", "n01443537"))
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 class ...: class 'n01443537' (index 1) has 732 training examples; ...
+
+  Args:
+    counts_wanted: per-class counts a case asks for, shape ``(num_classes,)``.
+    available: per-class training examples at hand, same shape (e.g.
+      ``np.bincount(labels, minlength=num_classes)``).
+    class_names: optional names, index = label, used in the message.
+    case: optional case name, prefixed to the message.
+
+  Raises:
+    ValueError: a class has fewer examples than asked (the message names every such
+      class, its index, what it has and what is asked), or malformed arguments.
+  """
+  want = _as_counts(counts_wanted, "counts_wanted")
+  have = _as_counts(available, "available", size=want.size)
+  if class_names is not None and len(class_names) != want.size:
+    raise ValueError(
+        f"class_names has {len(class_names)} names for {want.size} classes")
+  short = np.nonzero(want > have)[0]
+  if short.size:
+    plural = "class has" if short.size == 1 else "classes have"
+    details = "; ".join(
+        f"{_class_label(int(c), class_names)} has {int(have[c])} training examples; "
+        f"the case asks for {int(want[c])}" for c in short)
+    prefix = f"case {case}: " if case else ""
+    raise ValueError(f"{prefix}{short.size} {plural} fewer training examples than the "
+                     f"case asks for: {details}")
+
+
 def subsample(labels: Any, counts: Any, key: jax.Array) -> np.ndarray:
   """Indices of a random subset of ``labels`` with exactly ``counts[c]`` examples of class c.
 
@@ -270,15 +433,7 @@ def subsample(labels: Any, counts: Any, key: jax.Array) -> np.ndarray:
     ValueError: labels not 1-D or outside ``[0, len(counts))``, negative counts, or a
       count larger than what its class has.
   """
-  cnt = np.asarray(counts)
-  if cnt.ndim != 1 or cnt.size == 0:
-    raise ValueError(f"counts must be a non-empty 1-D array, got shape {cnt.shape}")
-  if not np.issubdtype(cnt.dtype, np.integer):
-    if not np.all(np.equal(np.mod(cnt, 1), 0)):
-      raise ValueError(f"counts must be integers, got {cnt.tolist()}")
-  cnt = cnt.astype(np.int64)
-  if cnt.min() < 0:
-    raise ValueError(f"counts must be >= 0, got {cnt.tolist()}")
+  cnt = _as_counts(counts)
   lab = _as_labels(labels, num_classes=cnt.size)
   have = np.bincount(lab, minlength=cnt.size)
   short = np.nonzero(cnt > have)[0]
@@ -295,6 +450,88 @@ def subsample(labels: Any, counts: Any, key: jax.Array) -> np.ndarray:
   starts = np.concatenate([[0], np.cumsum(have)[:-1]])
   picked = np.concatenate([grouped[s : s + k] for s, k in zip(starts, cnt)])
   return picked[np.lexsort((picked, lab[picked]))].astype(np.int64)
+
+
+# How a study's ``minority`` rule orders a linear profile (the fixed CIFAR-10 protocol,
+# the random MNIST one, and the ImageNet rule).
+_LINEAR_ORDER = {"lowest": "ascending", "random": "random", "short_first": "short_first"}
+
+
+def case_counts(
+    profile: str,
+    num_classes: int,
+    max_count: int,
+    rho: float = 1.0,
+    mu: float | None = None,
+    *,
+    minority: str = "random",
+    key: jax.Array | None = None,
+    available: Any = None,
+    class_names: Any = None,
+    case: str | None = None,
+) -> np.ndarray:
+  """Per-class counts of one case of a study, checked against the classes' sizes.
+
+  The one call a study driver makes per case, before any training starts: it picks the
+  profile, maps the study's ``minority`` rule onto it and, given ``available``, raises
+  unless every class can hold its count. Every error is prefixed with ``case``.
+
+  Example::
+
+    >>> import jax
+    >>> case_counts("step", 4, 1000, 10, 0.5, minority="short_first",
+    ...             key=jax.random.key(0), available=[1300, 732, 1300, 1300]).tolist()
+    [1000, 100, 100, 1000]
+
+  Args:
+    profile: ``'step'``, ``'linear'``, ``'exponential'`` or ``'balanced'`` (every class
+      ``max_count``). The original, untouched set has no counts to make: callers keep
+      it aside.
+    num_classes: number of classes N.
+    max_count: the cap: examples in each majority class.
+    rho: imbalance ratio (ignored by ``'balanced'``).
+    mu: fraction of minority classes (``'step'`` only).
+    minority: ``'random'``, ``'lowest'`` or ``'short_first'``: `step`'s rule; `linear`
+      takes the matching order (``'random'``, ``'ascending'``, ``'short_first'``);
+      ``'exponential'`` and ``'balanced'`` ignore it.
+    key: a `jax.random` key, for the ``'random'`` and ``'short_first'`` rules.
+    available: training examples per class, shape ``(num_classes,)`` (e.g.
+      ``np.bincount(labels, minlength=num_classes)``); required by ``'short_first'``
+      (step and linear), and when given the counts are checked against it.
+    class_names: optional class names (index = label) for error messages.
+    case: optional case name, prefixed to error messages.
+
+  Returns:
+    ``np.ndarray`` of int64 counts, shape ``(num_classes,)``.
+
+  Raises:
+    ValueError: an unknown profile or rule, anything the profile refuses, or a class
+      short of its count (see `check_available`); the message starts with the case name.
+  """
+  try:
+    if minority not in MINORITY_CHOICES:
+      raise ValueError(
+          f"unknown minority={minority!r}; accepted: {list(MINORITY_CHOICES)}")
+    extra = dict(key=key, available=available, class_names=class_names)
+    if profile == "step":
+      return step(num_classes, max_count, rho, mu, minority=minority, **extra)
+    if profile == "linear":
+      return linear(num_classes, max_count, rho, order=_LINEAR_ORDER[minority], **extra)
+    if profile == "exponential":
+      counts = exponential(num_classes, max_count, rho)
+    elif profile == "balanced":
+      counts = np.full(_check_num_classes(num_classes), _check_max_count(max_count),
+                       dtype=np.int64)
+    else:
+      raise ValueError(f"unknown profile {profile!r}; accepted: "
+                       f"{sorted(PROFILES) + ['balanced']}")
+    if available is not None:
+      check_available(counts, available, class_names)
+    return counts
+  except ValueError as e:
+    if case is None:
+      raise
+    raise ValueError(f"case {case}: {e}") from None
 
 
 PROFILES: dict[str, Callable[..., np.ndarray]] = {

@@ -188,3 +188,17 @@ def test_subsample_refusals():
     imbalance.subsample(np.array([0, -1]), [1, 1], jax.random.key(0))
   with pytest.raises(ValueError, match=">= 0"):
     imbalance.subsample(labels, [1, -1, 1, 1, 1, 1], jax.random.key(0))
+
+
+def test_random_and_lowest_pinned():
+  # The draws of 'random' / 'lowest' as they were before 'short_first' existed: stored
+  # runs' minority sets depend on them, so new rules must leave them bit-identical.
+  key = jax.random.key(7)
+  assert imbalance.step(10, 5000, 10, 0.3, key=key).tolist() == [
+      5000, 500, 500, 5000, 5000, 500, 5000, 5000, 5000, 5000]
+  assert np.nonzero(imbalance.step(20, 1000, 50, 0.45, key=jax.random.key(11)) == 20)[
+      0].tolist() == [1, 3, 5, 8, 9, 14, 16, 18, 19]
+  assert imbalance.linear(8, 1000, 10, key=key).tolist() == [
+      871, 614, 229, 357, 486, 1000, 100, 743]
+  assert imbalance.step(10, 5000, 10, 0.3, minority="lowest").tolist() == [500] * 3 + [
+      5000] * 7

@@ -32,7 +32,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.rhos = (10, 100, 1000)
   c.mus = (0.5,)
   c.case_list = ()              # explicit ((rho, mu), ...) instead of the rhos x mus grid
-  c.minority = "random"         # 'random' (MNIST protocol) or 'lowest' (CIFAR-10 protocol)
+  c.minority = "random"         # 'random' (MNIST protocol), 'lowest' (CIFAR-10 protocol) or
+  #                               'short_first' (ImageNet: classes under max_count minority)
   c.repetitions = 1
   c.methods = PAPER_METHODS
   c.resample_ratios = (1.0,)    # Section 4.5 partial levels: imbalance left after resampling

@@ -1,7 +1,12 @@
 """ILSVRC-2012, step imbalance (paper Section 3.3.3, Table 4).
 
 ResNet-10, 320,000 iterations, batch 256, base rate 0.1 decaying linearly to 0, weight
-decay 1e-4, MSRA initialisation; majority classes capped at 1,000 examples. The three
+decay 1e-4, MSRA initialisation; majority classes capped at 1,000 examples. "Classes with
+less than 1 000 cases were always chosen as minority ones": `minority='short_first'`
+(`imbjax.imbalance.step`) makes every class with fewer than `max_count` training images
+minority (ILSVRC-2012's smallest has 732) and draws the remaining minority classes at
+random per case and repetition; a case whose minority slots cannot hold all short classes,
+or a class below the minority count, is refused before training. The three
 cases of Table 4 (mu 0.1 rho 10; mu 0.8 rho 50; mu 0.9 rho 100), baseline / oversampling /
 undersampling; the paper repeats the largest imbalance three times:
 
@@ -28,6 +33,7 @@ def get_config():
   c.eval_batch_size = 250
   c.model = "resnet10"
   c.max_count = 1000
+  c.minority = "short_first"   # classes under max_count always minority (Section 3.3.3)
   c.case_list = ((10, 0.1), (50, 0.8), (100, 0.9))
   c.rhos = ()
   c.mus = ()
