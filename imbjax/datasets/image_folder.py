@@ -27,12 +27,17 @@ import tempfile
 
 import numpy as np
 
-from imbjax.datasets.core import DataFormatError, DataNotFoundError, Dataset
+from imbjax.datasets.core import DataFormatError, DataNotFoundError, Dataset, memory_cap
 
-__all__ = ["IMAGE_EXTENSIONS", "list_classes", "list_files", "decode", "read_split",
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "list_classes", "list_files", "header_size",
+           "decode", "read_split",
            "safe_extract", "resolve_root", "cache_root"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+# Pixels one image may declare (8192 x 8192; 192 MiB decoded as RGB). Below PIL's own
+# limit (89M pixels, an error only at twice that), which decodes before we could say no.
+MAX_PIXELS = 1 << 26
+_MAX_SPLIT_BYTES = 1 << 40
 _COMPLETE = ".imbjax-extracted"
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -102,24 +107,72 @@ def list_files(root: str | os.PathLike, split: str, *,
   return paths, np.asarray(labels, np.int32), tuple(class_names)
 
 
-def decode(path: str, image_size: tuple[int, int] | None = None) -> np.ndarray:
-  """Decodes one image file to uint8 RGB (H, W, 3), optionally resized (bilinear).
+def _check_pixels(path: str, width: int, height: int, max_pixels: int | None) -> None:
+  cap = MAX_PIXELS if max_pixels is None else max_pixels
+  if width * height > cap:
+    raise DataFormatError(f"image {path}: header says {width}x{height} = {width * height} "
+                          f"pixels, more than the {cap} accepted (max_pixels); refusing to "
+                          f"decode it")
 
-  Args:
-    path: a JPEG or PNG file.
-    image_size: (height, width) to resize to, or None.
+
+def header_size(path: str, max_pixels: int | None = None) -> tuple[int, int]:
+  """(width, height) from an image file's header, without decoding the pixels.
 
   Raises:
-    DataFormatError: the file cannot be decoded (the message names it).
+    DataFormatError: unreadable header, or more than `max_pixels` pixels (None:
+      `MAX_PIXELS`); the message names the file, the size found and the cap.
   """
   from PIL import Image
 
   try:
     with Image.open(path) as img:
+      w, h = img.size
+  except (OSError, ValueError, Image.DecompressionBombError) as e:
+    raise DataFormatError(f"cannot read image header of {path}: {e}") from e
+  _check_pixels(path, w, h, max_pixels)
+  return w, h
+
+
+def decode(path: str, image_size: tuple[int, int] | None = None, *,
+           max_pixels: int | None = None) -> np.ndarray:
+  """Decodes one image file to uint8 RGB (H, W, 3), optionally resized (bilinear).
+
+  The size in the header is checked before any pixel is decoded, so a small file
+  that claims a huge image (a decompression bomb) costs no memory.
+
+  Args:
+    path: a JPEG or PNG file.
+    image_size: (height, width) to resize to, or None.
+    max_pixels: the most pixels (width x height) an image may declare; None:
+      `MAX_PIXELS`.
+
+  Raises:
+    DataFormatError: the file cannot be decoded, or its header declares more than
+      `max_pixels` pixels (the message names the file, the size and the cap).
+  """
+  return _decode(path, image_size, max_pixels, None)
+
+
+def _decode(path: str, image_size, max_pixels, expect) -> np.ndarray:
+  """`decode`; with `expect=((w, h), first_path)`, refuses another size before decoding."""
+  from PIL import Image
+
+  try:
+    with Image.open(path) as img:
+      w, h = img.size
+      _check_pixels(path, w, h, max_pixels)
+      if expect is not None and (w, h) != expect[0]:
+        (w0, h0), first = expect
+        raise DataFormatError(
+            f"{path} is {w}x{h} but {first} is {w0}x{h0}; all images of an in-memory "
+            f"dataset need one size: pass image_size=(H, W) to resize, or use "
+            f"imbjax.datasets.streaming for crops")
       img = img.convert("RGB")
       if image_size is not None and img.size != (image_size[1], image_size[0]):
         img = img.resize((image_size[1], image_size[0]), Image.BILINEAR)
       return np.asarray(img, dtype=np.uint8)
+  except DataFormatError:
+    raise
   except (OSError, ValueError, Image.DecompressionBombError) as e:
     raise DataFormatError(f"cannot decode image {path}: {e}") from e
 
@@ -127,8 +180,13 @@ def decode(path: str, image_size: tuple[int, int] | None = None) -> np.ndarray:
 def read_split(root: str | os.PathLike, split: str, *,
                class_names: tuple[str, ...] | None = None,
                image_size: tuple[int, int] | None = None,
-               num_workers: int | None = None) -> Dataset:
+               num_workers: int | None = None,
+               max_pixels: int | None = None) -> Dataset:
   """Decodes a whole split of an image folder into a raw uint8 `Dataset`.
+
+  Sizes are checked from file headers before pixels are decoded: each image against
+  `max_pixels`, every image against the first (unless `image_size` resizes), and
+  the whole split against `core.memory_cap` (half of physical memory).
 
   Args:
     root: the folder holding `<split>/<class_name>/` directories.
@@ -138,29 +196,42 @@ def read_split(root: str | os.PathLike, split: str, *,
       already share one size.
     num_workers: decoding threads (PIL releases the GIL while decoding); None: the
       CPU count.
+    max_pixels: the most pixels one image may declare; None: `MAX_PIXELS`.
 
   Returns:
     A `Dataset` of uint8 (N, H, W, 3) images.
 
   Raises:
     DataNotFoundError, DataFormatError: see `list_files` and `decode`; also a
-      DataFormatError naming the first image whose size differs from the first one.
+      DataFormatError naming the first image whose size differs from the first one,
+      or the split when its decoded size would exceed the memory cap.
   """
   if image_size is not None and (len(image_size) != 2 or min(image_size) < 1):
     raise ValueError(f"image_size must be (height, width) >= 1, got {image_size!r}")
   paths, labels, class_names = list_files(root, split, class_names=class_names)
+  first = header_size(paths[0], max_pixels)
+  h, w = image_size if image_size is not None else (first[1], first[0])
+  need, cap = len(paths) * h * w * 3, memory_cap(_MAX_SPLIT_BYTES, 0.5)
+  if need > cap:
+    raise DataFormatError(f"image folder {os.fspath(root)}/{split}: {len(paths)} images of "
+                          f"{w}x{h} RGB need {need} bytes, more than the {cap} accepted "
+                          f"(half of physical memory); pass image_size=(H, W) to shrink "
+                          f"them, or use imbjax.datasets.streaming")
+  expect = None if image_size is not None else (first, paths[0])
+  images = np.empty((len(paths), h, w, 3), np.uint8)
+
+  def put(i: int) -> None:
+    images[i] = _decode(paths[i], image_size, max_pixels, expect)
+
   workers = num_workers or os.cpu_count() or 1
   with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-    images = list(pool.map(lambda p: decode(p, image_size), paths, chunksize=64))
-  shape = images[0].shape
-  for p, im in zip(paths, images):
-    if im.shape != shape:
-      raise DataFormatError(
-          f"image folder {os.fspath(root)}/{split}: {p} is {im.shape[1]}x{im.shape[0]} but "
-          f"{paths[0]} is {shape[1]}x{shape[0]}; all images of an in-memory dataset need "
-          f"one size: pass image_size=(H, W) to resize, or use "
-          f"imbjax.datasets.streaming for crops")
-  return Dataset(images=np.stack(images), labels=labels, num_classes=len(class_names),
+    try:
+      for _ in pool.map(put, range(len(paths)), chunksize=64):
+        pass
+    except BaseException:
+      pool.shutdown(wait=True, cancel_futures=True)  # stop decoding after a refusal
+      raise
+  return Dataset(images=images, labels=labels, num_classes=len(class_names),
                  class_names=class_names)
 
 
