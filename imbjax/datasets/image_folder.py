@@ -29,7 +29,8 @@ import numpy as np
 
 from imbjax.datasets.core import DataFormatError, DataNotFoundError, Dataset, memory_cap
 
-__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "list_classes", "list_files", "header_size",
+__all__ = ["IMAGE_EXTENSIONS", "MAX_PIXELS", "MAX_MEMBER_BYTES", "MAX_EXTRACT_BYTES",
+           "MAX_EXTRACT_FILES", "list_classes", "list_files", "header_size",
            "decode", "read_split",
            "safe_extract", "resolve_root", "cache_root"]
 
@@ -38,6 +39,11 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # limit (89M pixels, an error only at twice that), which decodes before we could say no.
 MAX_PIXELS = 1 << 26
 _MAX_SPLIT_BYTES = 1 << 40
+# Extraction caps (ImageNet's train tarball, the largest we expect, is 138 GiB of
+# 1.28M files; its largest JPEG is a few MB).
+MAX_MEMBER_BYTES = 1 << 30
+MAX_EXTRACT_BYTES = 1 << 38
+MAX_EXTRACT_FILES = 1 << 22
 _COMPLETE = ".imbjax-extracted"
 _REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -248,9 +254,29 @@ def _check_member(m: tarfile.TarInfo, tar_path: str) -> str | None:
   return "/".join(parts) if parts else None
 
 
+def _copy_capped(src, out, cap: int, what: str) -> int:
+  """Copies src to out in 1 MiB chunks, refusing once more than cap bytes came."""
+  n = 0
+  while True:
+    chunk = src.read(1 << 20)
+    if not chunk:
+      return n
+    n += len(chunk)
+    if n > cap:
+      raise DataFormatError(f"{what}: more than the {cap} bytes accepted")
+    out.write(chunk)
+
+
 def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *,
-                 select=None, limit: int | None = None) -> int:
+                 select=None, limit: int | None = None,
+                 max_member_bytes: int | None = None,
+                 max_total_bytes: int | None = None,
+                 max_files: int | None = None) -> int:
   """Extracts regular files and directories of a tarball into `dest`, safely.
+
+  Sizes are capped from the member headers before anything is written, and the
+  bytes actually written are counted too, so a small compressed archive cannot fill
+  the disk.
 
   Args:
     tar_path: a .tar, .tar.gz, .tgz ... file (compression detected).
@@ -258,20 +284,29 @@ def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *,
     select: optional `callable(relative_name) -> bool`; only files it accepts are
       written (every member read is still checked).
     limit: stop after writing this many files (reads only the front of the archive).
+    max_member_bytes: the largest file written; None: `MAX_MEMBER_BYTES`.
+    max_total_bytes: the most bytes written in all; None: the smaller of
+      `MAX_EXTRACT_BYTES` and the free space on `dest`'s disk.
+    max_files: the most files written; None: `MAX_EXTRACT_FILES`.
 
   Returns:
     The number of files written.
 
   Raises:
-    DataFormatError: a member is absolute, has `..`, or is a link or device; or the
-      archive is corrupt.
+    DataFormatError: a member is absolute, has `..`, or is a link or device; a
+      member or the total is over its cap (the message names the tarball, the
+      member, the size and the cap); or the archive is corrupt.
     DataNotFoundError: the tarball does not exist.
   """
   tar_path, dest = os.fspath(tar_path), os.path.abspath(os.fspath(dest))
   if not os.path.isfile(tar_path):
     raise DataNotFoundError(f"tarball not found: {tar_path}")
   os.makedirs(dest, exist_ok=True)
-  written = 0
+  member_cap = MAX_MEMBER_BYTES if max_member_bytes is None else max_member_bytes
+  total_cap = (min(MAX_EXTRACT_BYTES, shutil.disk_usage(dest).free)
+               if max_total_bytes is None else max_total_bytes)
+  files_cap = MAX_EXTRACT_FILES if max_files is None else max_files
+  written = total = 0
   try:
     # Streaming mode reads the archive once, front to back, without an index.
     with tarfile.open(tar_path, "r|*") as tar:
@@ -281,13 +316,27 @@ def safe_extract(tar_path: str | os.PathLike, dest: str | os.PathLike, *,
           continue
         if select is not None and not select(rel):
           continue
+        if m.size > member_cap:
+          raise DataFormatError(f"tarball {tar_path}: member {m.name!r} is {m.size} bytes, "
+                                f"more than the {member_cap} accepted per file "
+                                f"(max_member_bytes)")
+        if total + m.size > total_cap:
+          raise DataFormatError(f"tarball {tar_path}: member {m.name!r} brings the "
+                                f"extracted total to {total + m.size} bytes, more than the "
+                                f"{total_cap} accepted (max_total_bytes, at most the free "
+                                f"disk space)")
+        if written >= files_cap:
+          raise DataFormatError(f"tarball {tar_path}: member {m.name!r} would be file "
+                                f"{written + 1}, more than the {files_cap} accepted "
+                                f"(max_files)")
         target = os.path.join(dest, *rel.split("/"))
         if os.path.commonpath([dest, os.path.abspath(target)]) != dest:
           raise DataFormatError(f"tarball {tar_path}: member {m.name!r} escapes {dest}")
         os.makedirs(os.path.dirname(target), exist_ok=True)
         src = tar.extractfile(m)
         with open(target, "wb") as out:
-          shutil.copyfileobj(src, out)
+          total += _copy_capped(src, out, min(member_cap, total_cap - total),
+                                f"tarball {tar_path}: member {m.name!r}")
         written += 1
         if limit is not None and written >= limit:
           break
