@@ -10,16 +10,20 @@ pipeline (`imbjax.datasets.streaming`), which decodes lazily and may crop.
 
 `safe_extract` unpacks a tarball member by member, writing only regular files and
 directories whose names stay inside the destination: absolute names, `..` components,
-links and device files are refused, so a hostile archive cannot write elsewhere.
+links and device files are refused, so a hostile archive cannot write elsewhere; and
+member sizes, the total and the file count are capped, so it cannot fill the disk.
+`read_split` reads every image's size from its header before decoding it.
 `resolve_root` turns a directory or tarball into an extracted root, caching the
 extraction next to the tarball (or in the user cache if that place is read-only),
-never inside this repository.
+never inside this repository. The cache is keyed by the tarball's size, mtime and
+SHA-256, so replacing the tarball at the same path gets it extracted again.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import json
 import os
 import shutil
 import tarfile
@@ -373,22 +377,65 @@ def _find_root(d: str) -> str | None:
   return None
 
 
-def _extract_cached(tar_path: str) -> str:
+def _sha256(path: str) -> str:
+  h = hashlib.sha256()
+  with open(path, "rb") as f:
+    for chunk in iter(lambda: f.read(1 << 20), b""):
+      h.update(chunk)
+  return h.hexdigest()
+
+
+def _fingerprint(tar_path: str) -> dict:
+  """What identifies a tarball's contents: size, mtime and SHA-256 (plus stat fields
+  that let an untouched file skip re-hashing)."""
   st = os.stat(tar_path)
+  return {"tarball": os.path.realpath(tar_path), "size": st.st_size,
+          "mtime_ns": st.st_mtime_ns, "sha256": _sha256(tar_path), "dev": st.st_dev,
+          "ino": st.st_ino, "ctime_ns": st.st_ctime_ns}
+
+
+def _cache_matches(final: str, tar_path: str) -> bool:
+  """Whether `final` holds a complete extraction of the tarball now at `tar_path`.
+
+  Size and mtime must match the marker, and so must the content hash: it is
+  recomputed unless the file's inode and ctime are unchanged since it was hashed
+  (ctime changes on every write, rename-over or utime, and cannot be set back).
+  """
+  try:
+    with open(os.path.join(final, _COMPLETE)) as f:
+      mark = json.load(f)
+  except (OSError, ValueError):
+    return False
+  if not isinstance(mark, dict):
+    return False
+  st = os.stat(tar_path)
+  if (mark.get("size"), mark.get("mtime_ns")) != (st.st_size, st.st_mtime_ns):
+    return False
+  if (mark.get("dev"), mark.get("ino"), mark.get("ctime_ns")) == (
+      st.st_dev, st.st_ino, st.st_ctime_ns):
+    return True
+  return mark.get("sha256") == _sha256(tar_path)
+
+
+def _extract_cached(tar_path: str) -> str:
+  """Extracts `tar_path` once; reuses the extraction while the tarball is unchanged.
+
+  The cache is keyed by the tarball's size, mtime and content hash (written in the
+  completion marker), so a tarball replaced at the same path is extracted afresh.
+  """
   stem = os.path.basename(tar_path)
   for ext in (".tar.gz", ".tgz", ".tar.bz2", ".tar.xz", ".tar"):
     if stem.endswith(ext):
       stem = stem[: -len(ext)]
       break
-  key = hashlib.sha256(f"{os.path.realpath(tar_path)}|{st.st_size}|{st.st_mtime_ns}"
-                       .encode()).hexdigest()[:12]
+  key = hashlib.sha256(os.path.realpath(tar_path).encode()).hexdigest()[:12]
   beside = os.path.dirname(os.path.abspath(tar_path))
   candidates = []
   if os.access(beside, os.W_OK) and not _inside(beside, _REPO_ROOT):
     candidates.append(os.path.join(beside, f"{stem}-extracted"))
   candidates.append(os.path.join(cache_root(), f"{stem}-{key}"))
   for final in candidates:
-    if os.path.isfile(os.path.join(final, _COMPLETE)):
+    if _cache_matches(final, tar_path):
       return final
   for final in candidates:
     if _inside(final, _REPO_ROOT):
@@ -399,17 +446,24 @@ def _extract_cached(tar_path: str) -> str:
       tmp = tempfile.mkdtemp(prefix=f".{stem}-", dir=parent)
     except OSError:
       continue
+    stale = None
     try:
+      mark = _fingerprint(tar_path)
       safe_extract(tar_path, tmp)
       with open(os.path.join(tmp, _COMPLETE), "w") as f:
-        f.write(f"{os.path.realpath(tar_path)}\n")
+        json.dump(mark, f)
+      if os.path.lexists(final):  # a stale (or unfinished) extraction: move it aside
+        stale = tempfile.mkdtemp(prefix=f".{stem}-stale-", dir=parent)
+        os.rename(final, os.path.join(stale, "old"))
       try:
         os.rename(tmp, final)  # atomic: concurrent extractors race harmlessly
       except OSError:
-        if not os.path.isfile(os.path.join(final, _COMPLETE)):
+        if not _cache_matches(final, tar_path):
           raise
     finally:
       shutil.rmtree(tmp, ignore_errors=True)
+      if stale is not None:
+        shutil.rmtree(stale, ignore_errors=True)
     return final
   raise DataNotFoundError(f"nowhere writable to extract {tar_path}; tried "
                           f"{candidates}; set IMBJAX_CACHE_DIR")
