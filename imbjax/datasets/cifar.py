@@ -25,7 +25,7 @@ import numpy as np
 
 from imbjax.datasets.core import DataFormatError, DataNotFoundError, Dataset, check_split
 
-__all__ = ["CLASS_NAMES", "BATCH_RECORDS", "safe_unpickle", "read_bin_batch", "read_py_batch", "find_batches",
+__all__ = ["CLASS_NAMES", "BATCH_RECORDS", "UnsafePickleError", "safe_unpickle", "read_bin_batch", "read_py_batch", "find_batches",
            "has_cifar_files", "load_split"]
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
@@ -39,6 +39,10 @@ _PIXELS = _RECORD - 1
 _MAX_PY_FILE = 1 << 27
 _TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _TEST = ("test_batch",)
+
+
+class UnsafePickleError(pickle.UnpicklingError, DataFormatError):
+  """A batch file's pickle was refused; both an `UnpicklingError` and a `ValueError`."""
 
 
 # The dtypes an untrusted pickle may name: fixed-size numbers only (no objects,
@@ -320,8 +324,9 @@ def read_py_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     (images uint8 (N, 32, 32, 3), labels int32 (N,)).
 
   Raises:
-    pickle.UnpicklingError: the pickle asks for a forbidden global, or an array
-      without its full data.
+    UnsafePickleError (an UnpicklingError and a DataFormatError): the pickle asks
+      for a forbidden global, or an array without its full data; the message names
+      the file.
     DataFormatError: the file is too large, or is not a dict with uint8 `data`
       (N, 3072) and N integer `labels` in [0, 10), N <= `BATCH_RECORDS`; the message
       names the file, what was found and what is accepted.
@@ -333,7 +338,12 @@ def read_py_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
       raise DataFormatError(f"CIFAR-10 python batch {path}: {size} bytes, more than the "
                             f"{_MAX_PY_FILE} accepted for a batch of {BATCH_RECORDS} "
                             f"records")
-    obj = safe_unpickle(f.read(_MAX_PY_FILE + 1))
+    raw = f.read(_MAX_PY_FILE + 1)
+  try:
+    obj = safe_unpickle(raw)
+  except pickle.UnpicklingError as e:
+    raise UnsafePickleError(f"CIFAR-10 python batch {path}: {e}") from e
+  del raw
   if not isinstance(obj, dict):
     raise DataFormatError(f"CIFAR-10 python batch {path}: expected a dict, got "
                           f"{type(obj).__name__}")
