@@ -372,3 +372,23 @@ def test_stale_tarball_cache_refreshed(tmp_path):
   third = datasets.load("image_folder", "train", data_dir=data, preprocess=False)
   np.testing.assert_array_equal(third.images, second.images)
   assert os.stat(cache / ".imbjax-extracted").st_mtime_ns == mark
+
+
+def test_cifar_python2_pickle_layout_loads(tmp_path):
+  """CIFAR's own batches were pickled by Python 2: byte strings (BINSTRING), the
+  numpy.core module path and dtype states with b'|'. Hand-assembled opcodes."""
+  x = RNG.integers(0, 256, (2, 3072), dtype=np.uint8)
+  ops = (b"\x80\x02}(U\x04data"
+         b"cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nK\x00\x85U\x01b\x87R"
+         b"(K\x01K\x02M\x00\x0c\x86cnumpy\ndtype\nU\x02u1K\x00K\x01\x87R"
+         b"(K\x03U\x01|NNNJ\xff\xff\xff\xffJ\xff\xff\xff\xffK\x00tb\x89"
+         + b"T" + struct.pack("<I", x.nbytes) + x.tobytes() + b"tb"
+         b"U\x06labels](K\x07K\x00eu.")
+  p = tmp_path / "data_batch_1"
+  p.write_bytes(ops)
+  images, labels = cifar.read_py_batch(p)
+  np.testing.assert_array_equal(images.transpose(0, 3, 1, 2).reshape(2, -1), x)
+  assert labels.tolist() == [7, 0]
+  p.write_bytes(ops.replace(b"U\x02u1", b"U\x02O8"))
+  with pytest.raises(DataFormatError, match=r"data_batch_1.*refusing dtype 'O8'"):
+    cifar.read_py_batch(p)

@@ -25,8 +25,8 @@ import numpy as np
 
 from imbjax.datasets.core import DataFormatError, DataNotFoundError, Dataset, check_split
 
-__all__ = ["CLASS_NAMES", "BATCH_RECORDS", "UnsafePickleError", "safe_unpickle", "read_bin_batch", "read_py_batch", "find_batches",
-           "has_cifar_files", "load_split"]
+__all__ = ["CLASS_NAMES", "BATCH_RECORDS", "UnsafePickleError", "safe_unpickle",
+           "read_bin_batch", "read_py_batch", "find_batches", "has_cifar_files", "load_split"]
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                "ship", "truck")

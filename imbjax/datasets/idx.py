@@ -28,7 +28,8 @@ import numpy as np
 from imbjax.datasets.core import (DataFormatError, DataNotFoundError, Dataset, check_split,
                                   memory_cap)
 
-__all__ = ["read_idx", "max_payload_bytes", "split_files", "find_split_files", "has_idx_files", "load_split"]
+__all__ = ["read_idx", "max_payload_bytes", "split_files", "find_split_files", "has_idx_files",
+           "load_split"]
 
 _DTYPES = {
     0x08: np.dtype("u1"),
@@ -182,14 +183,17 @@ def find_split_files(data_dir: str | os.PathLike, split: str) -> tuple[str, str]
   return found[0], found[1]
 
 
-def read_labels(data_dir: str | os.PathLike, split: str) -> np.ndarray:
+def read_labels(data_dir: str | os.PathLike, split: str, *,
+                max_bytes: int | None = None) -> np.ndarray:
   """Reads and checks the labels file of a split; returns int32 (N,).
+
+  `max_bytes` is passed to `read_idx`.
 
   Raises:
     DataFormatError: not a 1-D integer IDX file.
   """
   _, labels_path = find_split_files(data_dir, split)
-  labels = read_idx(labels_path)
+  labels = read_idx(labels_path, max_bytes=max_bytes)
   if labels.ndim != 1 or labels.dtype.kind not in "iu":
     raise DataFormatError(f"IDX labels file {labels_path}: expected a 1-D integer array "
                           f"(magic 0x00000801), got {labels.dtype.name} of shape "
@@ -201,7 +205,8 @@ def read_labels(data_dir: str | os.PathLike, split: str) -> np.ndarray:
 
 def load_split(data_dir: str | os.PathLike, split: str, *,
                num_classes: int | None = None,
-               class_names: tuple[str, ...] | None = None) -> Dataset:
+               class_names: tuple[str, ...] | None = None,
+               max_bytes: int | None = None) -> Dataset:
   """Loads one split of an IDX directory as a raw uint8 `Dataset`.
 
   Args:
@@ -212,6 +217,8 @@ def load_split(data_dir: str | os.PathLike, split: str, *,
     num_classes: the number of classes; labels must be below it. None: one more
       than the largest *train* label (so train and test agree).
     class_names: names per class; None: "0", "1", ...
+    max_bytes: the largest payload a file's header may claim; None:
+      `max_payload_bytes()`.
 
   Returns:
     A `Dataset` with uint8 images (N, H, W, 1) (or (N, H, W, C) for 4-D files).
@@ -223,20 +230,20 @@ def load_split(data_dir: str | os.PathLike, split: str, *,
     ValueError: unknown split.
   """
   images_path, labels_path = find_split_files(data_dir, split)
-  images = read_idx(images_path)
+  images = read_idx(images_path, max_bytes=max_bytes)
   if images.dtype != np.uint8 or images.ndim not in (3, 4):
     raise DataFormatError(f"IDX images file {images_path}: expected uint8 images with 3 "
                           f"dims (magic 0x00000803) or 4, got {images.dtype.name} of "
                           f"shape {images.shape}")
   if images.ndim == 3:
     images = images[..., None]
-  labels = read_labels(data_dir, split)
+  labels = read_labels(data_dir, split, max_bytes=max_bytes)
   if labels.shape[0] != images.shape[0]:
     raise DataFormatError(f"IDX split {split!r} in {os.fspath(data_dir)}: {images.shape[0]} "
                           f"images ({images_path}) but {labels.shape[0]} labels "
                           f"({labels_path})")
   if num_classes is None:
-    train = labels if split == "train" else read_labels(data_dir, "train")
+    train = labels if split == "train" else read_labels(data_dir, "train", max_bytes=max_bytes)
     num_classes = int(train.max()) + 1 if train.size else 1
   if labels.size and labels.max() >= num_classes:
     raise DataFormatError(f"IDX labels file {labels_path}: label {int(labels.max())} out of "
