@@ -17,6 +17,7 @@ an ndarray and refuses every other global.
 from __future__ import annotations
 
 import io
+import math
 import os
 import pickle
 
@@ -24,33 +25,150 @@ import numpy as np
 
 from imbjax.datasets.core import DataFormatError, DataNotFoundError, Dataset, check_split
 
-__all__ = ["CLASS_NAMES", "safe_unpickle", "read_bin_batch", "read_py_batch", "find_batches",
-           "has_cifar_files", "load_split"]
+__all__ = ["CLASS_NAMES", "BATCH_RECORDS", "UnsafePickleError", "safe_unpickle",
+           "read_bin_batch", "read_py_batch", "find_batches", "has_cifar_files", "load_split"]
 
 CLASS_NAMES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",
                "ship", "truck")
 _RECORD = 1 + 32 * 32 * 3
+# Every CIFAR-10 batch file (data_batch_1..5, test_batch) holds 10,000 records.
+BATCH_RECORDS = 10_000
+_PIXELS = _RECORD - 1
+# A python batch is ~30.7 MB of pixels plus labels and file names; protocol-0
+# pickles escape bytes, hence the slack. Larger files are refused before reading.
+_MAX_PY_FILE = 1 << 27
 _TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 _TEST = ("test_batch",)
 
 
+class UnsafePickleError(pickle.UnpicklingError, DataFormatError):
+  """A batch file's pickle was refused; both an `UnpicklingError` and a `ValueError`."""
+
+
+# The dtypes an untrusted pickle may name: fixed-size numbers only (no objects,
+# strings, records or subarrays, whose pickled states carry more than bytes).
+_DTYPE_NAMES = frozenset(["b1", "u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8", "f2", "f4",
+                          "f8"])
+_MAX_DEPTH = 32
+
+
+class _NdarrayType:
+  """Stands for `numpy.ndarray` in a pickle: an argument of `_reconstruct`, not callable.
+
+  Calling `numpy.ndarray(shape, dtype)` directly would return uninitialised memory
+  of any size a 60-byte pickle names, so the real class is never handed out.
+  """
+
+  def __repr__(self) -> str:
+    return "numpy.ndarray"
+
+  def __call__(self, *args):
+    raise pickle.UnpicklingError(
+        f"refusing numpy.ndarray{args!r} in an untrusted pickle: it would allocate "
+        f"uninitialised memory; arrays are built only from their pickled bytes")
+
+
+_NDARRAY = _NdarrayType()
+
+
+class _DtypeSpec:
+  """A dtype named by a pickle (`numpy.dtype(name, align, copy)` + its BUILD state)."""
+
+  def __init__(self, name, align=False, copy=False):
+    if isinstance(name, bytes):  # Python 2 pickles read with encoding="bytes"
+      name = name.decode("latin1")
+    if not isinstance(name, str) or name not in _DTYPE_NAMES:
+      raise pickle.UnpicklingError(
+          f"refusing dtype {name!r} in an untrusted pickle; accepted: "
+          f"{', '.join(sorted(_DTYPE_NAMES))}")
+    self.name, self.byteorder = name, "|"
+
+  def __setstate__(self, state) -> None:
+    # numpy's dtype state: (version, byteorder, subarray, names, fields, elsize,
+    # alignment, flags[, metadata]); a plain number has no subarray, names or fields.
+    if not isinstance(state, tuple) or len(state) < 5 or any(v is not None for v in state[2:5]):
+      raise pickle.UnpicklingError(f"refusing dtype state {state!r} for {self.name} in an "
+                                   f"untrusted pickle (only plain numbers are accepted)")
+    order = state[1].decode("latin1") if isinstance(state[1], bytes) else state[1]
+    if order not in ("<", ">", "|", "="):
+      raise pickle.UnpicklingError(f"refusing byte order {state[1]!r} in an untrusted pickle")
+    self.byteorder = order
+
+  def resolve(self) -> np.dtype:
+    dt = np.dtype(self.name)
+    return dt.newbyteorder(self.byteorder) if self.byteorder in "<>" else dt
+
+
+class _ArrayState:
+  """An ndarray being unpickled; it holds no array until its data bytes arrive.
+
+  numpy's `_reconstruct` allocates the final shape first and fills it in BUILD, so a
+  pickle that names a shape and skips (or lies in) BUILD yields uninitialised memory.
+  Here `_reconstruct` allocates nothing; BUILD must bring a bytes payload whose
+  length is exactly shape x itemsize, and the array is a view of those bytes.
+  """
+
+  def __init__(self, array: np.ndarray | None = None):
+    self.array = array
+
+  def __setstate__(self, state) -> None:
+    if self.array is not None:
+      raise pickle.UnpicklingError("refusing a second state for an array in an untrusted "
+                                   "pickle")
+    if not isinstance(state, tuple) or len(state) not in (4, 5):
+      raise pickle.UnpicklingError(f"refusing ndarray state of type {type(state).__name__} "
+                                   f"in an untrusted pickle")
+    shape, dtype, fortran, raw = state[-4:]
+    self.array = _from_payload(raw, dtype, shape, "F" if fortran else "C")
+
+
+def _from_payload(raw, dtype, shape, order) -> np.ndarray:
+  """Builds an array only from `raw` bytes whose length the shape and dtype fix."""
+  if not isinstance(dtype, _DtypeSpec):
+    raise pickle.UnpicklingError(f"refusing ndarray dtype {dtype!r} in an untrusted pickle")
+  dt = dtype.resolve()
+  if not isinstance(raw, (bytes, bytearray)):
+    raise pickle.UnpicklingError(f"refusing ndarray data of type {type(raw).__name__} in an "
+                                 f"untrusted pickle (only a bytes payload is accepted)")
+  if (not isinstance(shape, tuple) or not all(
+          type(d) is int and d >= 0 for d in shape)):  # noqa: E721 (bools are ints)
+    raise pickle.UnpicklingError(f"refusing ndarray shape {shape!r} in an untrusted pickle")
+  if isinstance(order, bytes):
+    order = order.decode("latin1")
+  if order not in ("C", "F"):
+    raise pickle.UnpicklingError(f"refusing ndarray order {order!r} in an untrusted pickle")
+  need = math.prod(shape) * dt.itemsize  # Python ints: no overflow
+  if need != len(raw):
+    raise pickle.UnpicklingError(
+        f"ndarray of shape {shape} and dtype {dt.str} needs {need} bytes of data, the "
+        f"pickle holds {len(raw)}; refusing (arrays are built only from their full "
+        f"payload, never from uninitialised memory)")
+  return np.frombuffer(raw, dtype=dt).reshape(shape, order=order)
+
+
+def _reconstruct(subtype, shape, dtype) -> _ArrayState:
+  """`numpy.core.multiarray._reconstruct` that allocates nothing (see `_ArrayState`)."""
+  if subtype is not _NDARRAY:
+    raise pickle.UnpicklingError(f"refusing to reconstruct {subtype!r} in an untrusted "
+                                 f"pickle (only numpy.ndarray)")
+  return _ArrayState()
+
+
+def _frombuffer(buf, dtype, shape, order) -> _ArrayState:
+  """`numpy.core.numeric._frombuffer` (protocol-5 pickles) with an exact size check."""
+  return _ArrayState(_from_payload(buf, dtype, shape, order))
+
+
 def _allowed_globals() -> dict[tuple[str, str], object]:
-  # Ask NumPy which callables its own pickles name, instead of hard-coding module
-  # paths that moved in NumPy 2 (numpy.core -> numpy._core).
-  arr = np.arange(2, dtype=np.uint8)
-  reconstruct = arr.__reduce__()[0]
-  frombuffer = arr.__reduce_ex__(5)[0]
+  # Pickles name these callables by module paths that moved in NumPy 2
+  # (numpy.core -> numpy._core); each maps to a stand-in that builds arrays only from
+  # their pickled bytes.
   allowed = {}
-  for fn in (reconstruct, frombuffer):
-    mod, name = fn.__module__, fn.__name__
-    for m in {mod, mod.replace("numpy._core", "numpy.core"),
-              mod.replace("numpy.core", "numpy._core")}:
-      allowed[(m, name)] = fn
-  # Older pickles (CIFAR's own, written by Python 2 NumPy) name these modules.
-  allowed[("numpy.core.multiarray", "_reconstruct")] = reconstruct
-  allowed[("numpy._core.multiarray", "_reconstruct")] = reconstruct
-  allowed[("numpy", "ndarray")] = np.ndarray
-  allowed[("numpy", "dtype")] = np.dtype
+  for core in ("numpy.core", "numpy._core"):
+    allowed[(f"{core}.multiarray", "_reconstruct")] = _reconstruct
+    allowed[(f"{core}.numeric", "_frombuffer")] = _frombuffer
+  allowed[("numpy", "ndarray")] = _NDARRAY
+  allowed[("numpy", "dtype")] = _DtypeSpec
   # Python 3 pickles with protocol < 3 store bytes as _codecs.encode(str, "latin1").
   allowed[("_codecs", "encode")] = _latin1_encode
   return allowed
@@ -81,22 +199,63 @@ class _RestrictedUnpickler(pickle.Unpickler):
           f"{', '.join(sorted(f'{m}.{n}' for m, n in allowed))}") from None
 
 
+def _resolve(obj, memo: dict, depth: int = 0):
+  """Replaces the stand-ins in the unpickled tree by arrays and dtypes."""
+  if isinstance(obj, (str, bytes, int, float, bool, complex, type(None))):
+    return obj
+  if id(obj) in memo:
+    return memo[id(obj)]
+  if depth > _MAX_DEPTH:
+    raise pickle.UnpicklingError(f"refusing a pickle nested deeper than {_MAX_DEPTH} levels "
+                                 f"(or holding a cycle)")
+  if isinstance(obj, _ArrayState):
+    if obj.array is None:
+      raise pickle.UnpicklingError("refusing an ndarray that the pickle never gave data to "
+                                   "(it would be uninitialised memory)")
+    out = obj.array
+  elif isinstance(obj, _DtypeSpec):
+    out = obj.resolve()
+  elif isinstance(obj, dict):
+    out = {}
+    for k, v in obj.items():
+      if not isinstance(k, (str, bytes, int, float, bool, type(None))):
+        raise pickle.UnpicklingError(f"refusing a dict key of type {type(k).__name__} in an "
+                                     f"untrusted pickle")
+      out[k] = _resolve(v, memo, depth + 1)
+  elif isinstance(obj, (list, tuple)):
+    out = type(obj)(_resolve(v, memo, depth + 1) for v in obj)
+  elif isinstance(obj, bytearray):
+    out = obj
+  else:
+    raise pickle.UnpicklingError(f"refusing an object of type {type(obj).__name__} in an "
+                                 f"untrusted pickle")
+  memo[id(obj)] = out
+  return out
+
+
 def safe_unpickle(data: bytes) -> object:
-  """Unpickles `data` allowing no globals but ndarray reconstruction.
+  """Unpickles `data` allowing no globals but ndarray reconstruction from bytes.
+
+  Arrays are views of the bytes payload the pickle carries, whose length must equal
+  shape x itemsize exactly (so they are read-only); numpy's own reconstruction
+  would allocate the shape a pickle names before any data arrives. Dtypes are plain
+  numbers only.
 
   Args:
     data: the pickle bytes (protocols 0-5; Python 2 pickles are read with
       encoding="bytes", as CIFAR's are).
 
   Returns:
-    The rebuilt object.
+    The rebuilt object: dicts, lists, tuples, str, bytes, numbers, ndarrays.
 
   Raises:
     pickle.UnpicklingError: the pickle names any other global (the message names it),
-      or is malformed.
+      an array whose data is missing or of the wrong size, a non-numeric dtype, or is
+      malformed.
   """
   try:
-    return _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    obj = _RestrictedUnpickler(io.BytesIO(data), encoding="bytes").load()
+    return _resolve(obj, {})
   except pickle.UnpicklingError:
     raise
   except Exception as e:  # malformed streams raise many types; report one.
@@ -106,19 +265,28 @@ def safe_unpickle(data: bytes) -> object:
 def read_bin_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
   """Reads a CIFAR-10 binary batch.
 
+  Args:
+    path: the batch file; its size is checked before it is read.
+
   Returns:
-    (images uint8 (N, 32, 32, 3), labels int32 (N,)).
+    (images uint8 (N, 32, 32, 3), labels int32 (N,)), N <= `BATCH_RECORDS`.
 
   Raises:
-    DataFormatError: the size is not a multiple of 3073 bytes, or a label is >= 10.
+    DataFormatError: the size is not a positive multiple of 3073 bytes, or holds
+      more than `BATCH_RECORDS` records, or a label is >= 10.
   """
   path = os.fspath(path)
   with open(path, "rb") as f:
-    raw = f.read()
-  if len(raw) == 0 or len(raw) % _RECORD:
-    raise DataFormatError(f"CIFAR-10 binary batch {path}: size {len(raw)} bytes is not a "
-                          f"positive multiple of the {_RECORD}-byte record "
-                          f"(1 label byte + 3072 pixel bytes)")
+    size = os.fstat(f.fileno()).st_size
+    if size == 0 or size % _RECORD or size > BATCH_RECORDS * _RECORD:
+      raise DataFormatError(f"CIFAR-10 binary batch {path}: size {size} bytes is not a "
+                            f"positive multiple of the {_RECORD}-byte record "
+                            f"(1 label byte + 3072 pixel bytes) of at most "
+                            f"{BATCH_RECORDS} records ({BATCH_RECORDS * _RECORD} bytes)")
+    raw = f.read(size + 1)
+  if len(raw) != size:
+    raise DataFormatError(f"CIFAR-10 binary batch {path}: changed while read ({size} bytes "
+                          f"expected, {len(raw)} read)")
   rec = np.frombuffer(raw, dtype=np.uint8).reshape(-1, _RECORD)
   labels = rec[:, 0].astype(np.int32)
   _check_labels(labels, path)
@@ -144,33 +312,63 @@ def _get(d: dict, key: str, path: str):
 def read_py_batch(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
   """Reads a CIFAR-10 python (pickled) batch through `safe_unpickle`.
 
+  The format fixes what a batch holds: a dict whose `data` is a uint8 array of
+  (N, 3072) and whose `labels` are N integers in [0, 10), with N at most
+  `BATCH_RECORDS` (10,000 in every real batch). Anything else is refused, and the
+  arrays are built only from the bytes the file carries (see `safe_unpickle`).
+
+  Args:
+    path: the batch file; files over 128 MiB are refused before reading.
+
   Returns:
     (images uint8 (N, 32, 32, 3), labels int32 (N,)).
 
   Raises:
-    pickle.UnpicklingError: the pickle asks for a forbidden global.
-    DataFormatError: not a dict with uint8 `data` (N, 3072) and N integer `labels`
-      in [0, 10).
+    UnsafePickleError (an UnpicklingError and a DataFormatError): the pickle asks
+      for a forbidden global, or an array without its full data; the message names
+      the file.
+    DataFormatError: the file is too large, or is not a dict with uint8 `data`
+      (N, 3072) and N integer `labels` in [0, 10), N <= `BATCH_RECORDS`; the message
+      names the file, what was found and what is accepted.
   """
   path = os.fspath(path)
   with open(path, "rb") as f:
-    obj = safe_unpickle(f.read())
+    size = os.fstat(f.fileno()).st_size
+    if size > _MAX_PY_FILE:
+      raise DataFormatError(f"CIFAR-10 python batch {path}: {size} bytes, more than the "
+                            f"{_MAX_PY_FILE} accepted for a batch of {BATCH_RECORDS} "
+                            f"records")
+    raw = f.read(_MAX_PY_FILE + 1)
+  try:
+    obj = safe_unpickle(raw)
+  except pickle.UnpicklingError as e:
+    raise UnsafePickleError(f"CIFAR-10 python batch {path}: {e}") from e
+  del raw
   if not isinstance(obj, dict):
     raise DataFormatError(f"CIFAR-10 python batch {path}: expected a dict, got "
                           f"{type(obj).__name__}")
   data, labels = _get(obj, "data", path), _get(obj, "labels", path)
   if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.ndim != 2
-          or data.shape[1] != _RECORD - 1):
+          or data.shape[1] != _PIXELS or not 0 < data.shape[0] <= BATCH_RECORDS):
     raise DataFormatError(f"CIFAR-10 python batch {path}: 'data' must be a uint8 array of "
-                          f"shape (N, 3072), got {type(data).__name__} "
-                          f"{getattr(data, 'dtype', '')} {getattr(data, 'shape', '')}")
-  if not isinstance(labels, (list, tuple, np.ndarray)) or not all(
-          isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in labels):
-    raise DataFormatError(f"CIFAR-10 python batch {path}: 'labels' must be a list of ints")
+                          f"shape (N, {_PIXELS}) with 0 < N <= {BATCH_RECORDS}, got "
+                          f"{type(data).__name__} {getattr(data, 'dtype', '')} "
+                          f"{getattr(data, 'shape', '')}")
+  n = data.shape[0]
+  if isinstance(labels, np.ndarray):
+    if labels.dtype.kind not in "iu" or labels.shape != (n,):
+      raise DataFormatError(f"CIFAR-10 python batch {path}: 'labels' must be {n} integers "
+                            f"(one per image), got a {labels.dtype} array of shape "
+                            f"{labels.shape}")
+  elif not isinstance(labels, (list, tuple)) or len(labels) != n or not all(
+          isinstance(v, int) and not isinstance(v, bool) for v in labels):
+    raise DataFormatError(f"CIFAR-10 python batch {path}: 'labels' must be a list of {n} "
+                          f"ints (one per image), got {type(labels).__name__} of length "
+                          f"{len(labels) if hasattr(labels, '__len__') else '?'}")
+  if not isinstance(labels, np.ndarray) and any(not -2**63 <= v < 2**63 for v in labels):
+    raise DataFormatError(f"CIFAR-10 python batch {path}: a label is out of range "
+                          f"[0, {len(CLASS_NAMES)})")
   labels = np.asarray(labels, dtype=np.int64)
-  if labels.shape != (data.shape[0],):
-    raise DataFormatError(f"CIFAR-10 python batch {path}: {data.shape[0]} images but "
-                          f"{labels.shape[0]} labels")
   _check_labels(labels, path)
   images = data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
   return np.ascontiguousarray(images), labels.astype(np.int32)

@@ -8,6 +8,7 @@ Readers (`idx`, `cifar`, `image_folder`, `digits`, `tfds_source`) all return a
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import numpy as np
 
@@ -18,6 +19,8 @@ __all__ = [
     "DataUnavailableError",
     "SPLITS",
     "check_split",
+    "physical_memory",
+    "memory_cap",
 ]
 
 # The splits an in-memory source offers. The paper evaluates on each dataset's test
@@ -114,3 +117,30 @@ def check_split(name: str, split: str, accepted: tuple[str, ...] = SPLITS) -> st
     raise ValueError(f"Unknown split {split!r} for dataset {name!r}; "
                      f"accepted: {', '.join(accepted)}")
   return split
+
+
+def physical_memory() -> int | None:
+  """The machine's physical memory in bytes, or None where `os.sysconf` cannot tell."""
+  try:
+    pages, page = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+  except (AttributeError, OSError, ValueError):
+    return None
+  return pages * page if pages > 0 and page > 0 else None
+
+
+def memory_cap(fixed: int, fraction: float = 0.25) -> int:
+  """The most bytes a reader may allocate for one file: min(fixed, fraction * RAM).
+
+  A header in an untrusted file may claim any size; readers compare the claim (in
+  Python integers, which do not overflow) against this cap before allocating, so a
+  small file cannot make them ask for more memory than the machine has.
+
+  Args:
+    fixed: the cap where physical memory is large or unknown.
+    fraction: the share of physical memory one file may take.
+
+  Returns:
+    The cap in bytes.
+  """
+  ram = physical_memory()
+  return fixed if ram is None else min(fixed, int(ram * fraction))

@@ -9,21 +9,27 @@ An IDX file is a big-endian header followed by a dense array:
     4*d bytes  the dimensions, big-endian uint32
     payload    prod(dims) elements, big-endian, C order
 
-Files may be gzip-compressed (recognised by their magic bytes, not by the name). We
-read exactly the payload the header promises (so a gzip bomb cannot make us allocate
-more than that) and refuse truncated files and trailing bytes.
+Files may be gzip-compressed (recognised by their magic bytes, not by the name). The
+header's size claim is computed in Python integers (no int64 overflow) and refused
+above `max_payload_bytes()` (4 GiB or a quarter of physical memory, whichever is
+less) before anything is read. The payload is then read in 1 MiB chunks, at most one
+byte past the claim (to detect trailing data), so memory grows only with bytes that
+are really there: a truncated file or a gzip bomb cannot make us allocate more.
 """
 
 from __future__ import annotations
 
 import gzip
+import math
 import os
 
 import numpy as np
 
-from imbjax.datasets.core import DataFormatError, DataNotFoundError, Dataset, check_split
+from imbjax.datasets.core import (DataFormatError, DataNotFoundError, Dataset, check_split,
+                                  memory_cap)
 
-__all__ = ["read_idx", "split_files", "find_split_files", "has_idx_files", "load_split"]
+__all__ = ["read_idx", "max_payload_bytes", "split_files", "find_split_files", "has_idx_files",
+           "load_split"]
 
 _DTYPES = {
     0x08: np.dtype("u1"),
@@ -35,8 +41,9 @@ _DTYPES = {
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _CHUNK = 1 << 20
-# A header may claim any size; refuse absurd ones before reading (MNIST train is 47 MB).
-_MAX_PAYLOAD = 1 << 36
+# A header may claim any size; refuse absurd ones before reading. MNIST train is
+# 47 MB, EMNIST ByClass (the largest IDX set we know) 0.55 GB.
+_MAX_PAYLOAD = 1 << 32
 
 _STEMS = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -50,8 +57,16 @@ def _open(path: str):
   return gzip.open(path, "rb") if magic == _GZIP_MAGIC else open(path, "rb")
 
 
-def _read_exact(f, n: int, path: str, what: str) -> bytes:
-  """Reads up to n bytes in chunks; the caller compares the length."""
+def max_payload_bytes() -> int:
+  """The largest IDX payload `read_idx` accepts by default: min(4 GiB, RAM / 4)."""
+  return memory_cap(_MAX_PAYLOAD)
+
+
+def _read_exact(f, n: int, path: str, what: str) -> bytearray:
+  """Reads up to n bytes in chunks; the caller compares the length.
+
+  The buffer grows with the bytes actually read, never to n up front.
+  """
   buf = bytearray()
   while len(buf) < n:
     try:
@@ -62,25 +77,28 @@ def _read_exact(f, n: int, path: str, what: str) -> bytes:
     if not chunk:
       break
     buf += chunk
-  return bytes(buf)
+  return buf
 
 
-def read_idx(path: str | os.PathLike) -> np.ndarray:
+def read_idx(path: str | os.PathLike, *, max_bytes: int | None = None) -> np.ndarray:
   """Reads one IDX file (plain or gzip) into a native-endian numpy array.
 
   Args:
     path: the file.
+    max_bytes: the largest payload the header may claim; None: `max_payload_bytes()`.
 
   Returns:
     The array with the header's shape and element type (native byte order).
 
   Raises:
     DataNotFoundError: the file does not exist.
-    DataFormatError (a ValueError): bad magic, unknown type code, truncated header
-      or payload, trailing bytes, or a corrupt gzip stream; the message names the
-      file and, for length errors, the expected and actual byte counts.
+    DataFormatError (a ValueError): bad magic, unknown type code, a size claim over
+      `max_bytes`, truncated header or payload, trailing bytes, or a corrupt gzip
+      stream; the message names the file and, for size and length errors, the bytes
+      claimed or expected and those found or accepted.
   """
   path = os.fspath(path)
+  cap = max_payload_bytes() if max_bytes is None else int(max_bytes)
   if not os.path.isfile(path):
     raise DataNotFoundError(f"IDX file not found: {path}")
   with _open(path) as f:
@@ -102,12 +120,14 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     if len(raw_dims) < 4 * ndim:
       raise DataFormatError(f"IDX file {path}: truncated header, expected {4 * ndim} "
                             f"bytes of dimensions, got {len(raw_dims)}")
-    dims = tuple(int(d) for d in np.frombuffer(raw_dims, dtype=">u4"))
+    dims = tuple(int.from_bytes(raw_dims[i:i + 4], "big") for i in range(0, 4 * ndim, 4))
     dtype = _DTYPES[code]
-    expected = int(np.prod(dims, dtype=np.int64)) * dtype.itemsize
-    if expected > _MAX_PAYLOAD:
-      raise DataFormatError(f"IDX file {path}: header dims {dims} claim {expected} "
-                            f"bytes, more than the {_MAX_PAYLOAD} we accept")
+    expected = math.prod(dims) * dtype.itemsize  # Python ints: no int64 overflow
+    if expected > cap:
+      raise DataFormatError(f"IDX file {path}: header dims {dims} of {dtype.name} claim "
+                            f"{expected} bytes, more than the {cap} accepted "
+                            f"(min(4 GiB, a quarter of physical memory); pass max_bytes "
+                            f"to raise it)")
     # One byte more than promised tells trailing garbage from an exact fit.
     payload = _read_exact(f, expected + 1, path, "the payload")
   if len(payload) != expected:
@@ -115,7 +135,8 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
     actual = f"{len(payload)}" if len(payload) < expected else f"more than {expected}"
     raise DataFormatError(f"IDX file {path}: {kind}: dims {dims} of {dtype.name} need "
                           f"payload of {expected} bytes, found {actual}")
-  return np.frombuffer(payload, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
+  arr = np.frombuffer(payload, dtype=dtype).reshape(dims)
+  return arr if dtype.isnative else arr.astype(dtype.newbyteorder("="))
 
 
 def split_files(split: str) -> tuple[str, str]:
@@ -162,14 +183,17 @@ def find_split_files(data_dir: str | os.PathLike, split: str) -> tuple[str, str]
   return found[0], found[1]
 
 
-def read_labels(data_dir: str | os.PathLike, split: str) -> np.ndarray:
+def read_labels(data_dir: str | os.PathLike, split: str, *,
+                max_bytes: int | None = None) -> np.ndarray:
   """Reads and checks the labels file of a split; returns int32 (N,).
+
+  `max_bytes` is passed to `read_idx`.
 
   Raises:
     DataFormatError: not a 1-D integer IDX file.
   """
   _, labels_path = find_split_files(data_dir, split)
-  labels = read_idx(labels_path)
+  labels = read_idx(labels_path, max_bytes=max_bytes)
   if labels.ndim != 1 or labels.dtype.kind not in "iu":
     raise DataFormatError(f"IDX labels file {labels_path}: expected a 1-D integer array "
                           f"(magic 0x00000801), got {labels.dtype.name} of shape "
@@ -181,7 +205,8 @@ def read_labels(data_dir: str | os.PathLike, split: str) -> np.ndarray:
 
 def load_split(data_dir: str | os.PathLike, split: str, *,
                num_classes: int | None = None,
-               class_names: tuple[str, ...] | None = None) -> Dataset:
+               class_names: tuple[str, ...] | None = None,
+               max_bytes: int | None = None) -> Dataset:
   """Loads one split of an IDX directory as a raw uint8 `Dataset`.
 
   Args:
@@ -192,6 +217,8 @@ def load_split(data_dir: str | os.PathLike, split: str, *,
     num_classes: the number of classes; labels must be below it. None: one more
       than the largest *train* label (so train and test agree).
     class_names: names per class; None: "0", "1", ...
+    max_bytes: the largest payload a file's header may claim; None:
+      `max_payload_bytes()`.
 
   Returns:
     A `Dataset` with uint8 images (N, H, W, 1) (or (N, H, W, C) for 4-D files).
@@ -203,20 +230,20 @@ def load_split(data_dir: str | os.PathLike, split: str, *,
     ValueError: unknown split.
   """
   images_path, labels_path = find_split_files(data_dir, split)
-  images = read_idx(images_path)
+  images = read_idx(images_path, max_bytes=max_bytes)
   if images.dtype != np.uint8 or images.ndim not in (3, 4):
     raise DataFormatError(f"IDX images file {images_path}: expected uint8 images with 3 "
                           f"dims (magic 0x00000803) or 4, got {images.dtype.name} of "
                           f"shape {images.shape}")
   if images.ndim == 3:
     images = images[..., None]
-  labels = read_labels(data_dir, split)
+  labels = read_labels(data_dir, split, max_bytes=max_bytes)
   if labels.shape[0] != images.shape[0]:
     raise DataFormatError(f"IDX split {split!r} in {os.fspath(data_dir)}: {images.shape[0]} "
                           f"images ({images_path}) but {labels.shape[0]} labels "
                           f"({labels_path})")
   if num_classes is None:
-    train = labels if split == "train" else read_labels(data_dir, "train")
+    train = labels if split == "train" else read_labels(data_dir, "train", max_bytes=max_bytes)
     num_classes = int(train.max()) + 1 if train.size else 1
   if labels.size and labels.max() >= num_classes:
     raise DataFormatError(f"IDX labels file {labels_path}: label {int(labels.max())} out of "
