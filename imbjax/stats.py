@@ -114,7 +114,8 @@ def is_imbalanced(case: Sequence[Any]) -> bool:
   return case[2] != "balanced"
 
 
-def _case_sort_key(case: Sequence[Any]) -> tuple:
+def case_sort_key(case: Sequence[Any]) -> tuple:
+  """Cases by dataset, model, profile (figures' order), ρ, μ and minority count."""
   dataset, model, profile, rho, mu, k = case
   order = (figures.PROFILE_ORDER.index(profile) if profile in figures.PROFILE_ORDER
            else len(figures.PROFILE_ORDER))
@@ -128,7 +129,8 @@ def variant_sort_key(variant: str) -> tuple:
   return figures.method_sort_key(method) + (ratio,)
 
 
-def _usable(variant: str, metric: str) -> bool:
+def is_comparable(variant: str, metric: str) -> bool:
+  """False for thresholded methods on AUC (their AUC is their base model's)."""
   method = variant.partition(" (")[0]
   return not (metric in figures.RANKING_METRICS and figures.is_thresholded(method))
 
@@ -281,15 +283,15 @@ def compare(rows: Sequence[Row], reference: str = BASELINE,
   for metric in metrics:
     if metric not in METRICS:
       raise ValueError(f"unknown metric {metric!r}; known metrics are {list(METRICS)}")
-    if not _usable(reference, metric):
+    if not is_comparable(reference, metric):
       continue
     index = index_rows(rows, metric)
-    for case in sorted(index, key=_case_sort_key):
+    for case in sorted(index, key=case_sort_key):
       variants = index[case]
       if reference not in variants:
         continue
       for v in sorted(variants, key=variant_sort_key):
-        if v == reference or not _usable(v, metric):
+        if v == reference or not is_comparable(v, metric):
           continue
         c = paired_comparison(variants[reference], variants[v], case=case, method=v,
                               reference=reference, metric=metric, seed=seed,
@@ -331,7 +333,7 @@ def case_means(rows: Sequence[Row], metric: str) -> dict[tuple, dict[str, float]
   groups: dict[tuple, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
   for r in figures.select_best(rows):
     value = figures.metric_value(r, metric)
-    if math.isfinite(value) and _usable(variant_of(r), metric):
+    if math.isfinite(value) and is_comparable(variant_of(r), metric):
       groups[case_of(r)][variant_of(r)].append(value)
   return {c: {v: float(np.mean(x)) for v, x in g.items()} for c, g in groups.items()}
 
@@ -406,7 +408,7 @@ def rank_summary(rows: Sequence[Row], metric: str, alpha: float = ALPHA) -> Rank
   means = {c: {v: x for v, x in m.items() if " (to ratio " not in v}
            for c, m in case_means(rows, metric).items() if is_imbalanced(c)}
   methods = tuple(sorted({v for m in means.values() for v in m}, key=variant_sort_key))
-  cases = tuple(sorted(means, key=_case_sort_key))
+  cases = tuple(sorted(means, key=case_sort_key))
   kept = tuple(c for c in cases if all(v in means[c] for v in methods))
   dropped = tuple(c for c in cases if c not in kept)
   if not kept or not methods:
@@ -494,7 +496,7 @@ def lr_sensitivity(rows: Sequence[Row], metric: str
   groups: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
   for r in rows:
     v = variant_of(r)
-    if " (to ratio " in v or not _usable(v, metric) or not is_imbalanced(case_of(r)):
+    if " (to ratio " in v or not is_comparable(v, metric) or not is_imbalanced(case_of(r)):
       continue
     groups[v][float(r["base_lr"])].append(figures.metric_value(r, metric))
   return {v: {lr: figures.summarize(x) for lr, x in sorted(g.items())}
