@@ -444,10 +444,12 @@ def cd_diagram(ranks: Mapping[str, float], cd: float, path: str | os.PathLike,
   items = sorted(ranks.items(), key=lambda kv: kv[1])
   k = max(len(items), 2)
   half = (len(items) + 1) // 2
-  fig = Figure(figsize=(7.5, 1.6 + 0.32 * half))
+  span = k - 1
+  fig = Figure(figsize=(9.0, 1.6 + 0.32 * half))
   FigureCanvasAgg(fig)
-  ax = fig.add_axes((0.03, 0.02, 0.94, 0.8 if title else 0.9))
-  ax.set_xlim(0.5 - 0.6 * k / 4, k + 0.5 + 0.6 * k / 4)
+  ax = fig.add_axes((0.0, 0.02, 1.0, 0.8 if title else 0.9))
+  # The rank axis takes the middle 40% of the width; labels fill the sides.
+  ax.set_xlim(1 - 0.75 * span, k + 0.75 * span)
   ax.set_ylim(-(half + 1.5), 2.2)
   ax.axis("off")
   ax.plot([1, k], [0, 0], color="black", lw=1)
@@ -457,7 +459,7 @@ def cd_diagram(ranks: Mapping[str, float], cd: float, path: str | os.PathLike,
   for i, (name, r) in enumerate(items):
     left = i < half
     level = -(i + 1) if left else -(len(items) - i)
-    x_text = 0.5 - 0.3 * k / 4 if left else k + 0.5 + 0.3 * k / 4
+    x_text = 1 - 0.1 * span if left else k + 0.1 * span
     ax.plot([r, r, x_text], [0, level, level], color="black", lw=0.8)
     ax.text(x_text, level, f"{name} ({r:.2f})" if left else f"({r:.2f}) {name}",
             ha="right" if left else "left", va="center", fontsize=8)
