@@ -29,7 +29,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -293,8 +292,8 @@ def thresholding_helps(rows: Sequence[Row], *, seed: int = 0,
     variants = index[case]
     if not stats.is_imbalanced(case) or not {"baseline", "thresholding"} <= set(variants):
       continue
-    for m in pooled:
-      pooled[m].update({(case, k): v for k, v in variants[m].items()})
+    for m, values in pooled.items():
+      values.update({(case, k): v for k, v in variants[m].items()})
     c = stats.paired_comparison(variants["baseline"], variants["thresholding"], case=case,
                                 method="thresholding", reference="baseline",
                                 metric="accuracy", seed=_seed(seed, "v"), n_boot=n_boot)

@@ -222,9 +222,9 @@ def _blocks(workdir: pathlib.Path, rows, result, images: Mapping[str, pathlib.Pa
   ok = sum(r["status"] == "ok" for r in rows)
   b: list[Block] = [
       ("h1", f"Class-imbalance study report: {workdir.name}"),
-      ("p", f"Workdir {workdir}; {len(rows)} runs ({ok} finished, {len(rows) - ok} "
-            f"diverged); generated "
-            f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC."),
+      ("p", (f"Workdir {workdir}; {len(rows)} runs ({ok} finished, {len(rows) - ok} "
+             f"diverged); generated "
+             f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC.")),
       ("h2", "The paper's conclusions, checked"),
       ("table", ["id", "claim", "status", "evidence"],
        [[c["id"], c["claim"], _status_mark(c["status"]), _evidence_summary(c)]
@@ -232,16 +232,16 @@ def _blocks(workdir: pathlib.Path, rows, result, images: Mapping[str, pathlib.Pa
       ("p", "Rules:"),
   ]
   b += [("p", f"({c['id']}) {c['rule']}") for c in result["conclusions"]]
-  b += [("p", "A pair is two runs on the same training subset (repetition) with the same "
-              "learning rate; intervals are 95% percentile bootstraps of the mean "
-              "difference. With few pairs (fewer than about 6) bootstrap intervals are "
-              "too narrow and Wilcoxon cannot reach p < 0.05: read ‘win’ as ‘every pair "
-              "agreed’.")]
+  b += [("p", ("A pair is two runs on the same training subset (repetition) with the same "
+               "learning rate; intervals are 95% percentile bootstraps of the mean "
+               "difference. With few pairs (fewer than about 6) bootstrap intervals are "
+               "too narrow and Wilcoxon cannot reach p < 0.05: read ‘win’ as ‘every pair "
+               "agreed’."))]
   b += [("h2", "How learning-rate searches are collapsed"), ("p", SELECTION_RULE)]
   b += [("h2", "Results (mean ± std over repetitions, ×100; n = finished runs)")]
   b += _md_blocks(figures.summary_table(rows, "auc"))
-  b += [("p", "Accuracy of thresholded methods: after dividing the outputs by the "
-              "class priors.")]
+  b += [("p", ("Accuracy of thresholded methods: after dividing the outputs by the "
+               "class priors."))]
   b += _md_blocks(figures.summary_table(rows, "accuracy"))
   for ref in REFERENCES:
     comps = [c for c in result["comparisons"] if c.reference == ref]
@@ -254,18 +254,18 @@ def _blocks(workdir: pathlib.Path, rows, result, images: Mapping[str, pathlib.Pa
                 f"[{_pct(c.ci_low)}, {_pct(c.ci_high)}]", _p(c.p_value), c.outcome]
                for c in comps]))
   b.append(("h2", "Win / tie / loss against the baseline (imbalanced cases)"))
-  b.append(("p", "win: the interval of (method − baseline) lies above 0; loss: below 0; "
-                 "tie: it contains 0."))
+  b.append(("p", ("win: the interval of (method − baseline) lies above 0; loss: below 0; "
+                  "tie: it contains 0.")))
   for metric, by_method in result["win_tie_loss"].items():
     b.append(("table", [metric, "win", "tie", "loss"],
               [[m, str(c["win"]), str(c["tie"]), str(c["loss"])]
                for m, c in by_method.items()]))
   b.append(("h2", "Ranks across cases"))
-  b.append(("p", "Per imbalanced case, the mean over repetitions of the selected runs; "
-                 "rank 1 = best, ties averaged. Friedman test over cases (needs 3+ "
-                 "methods and 2+ cases); Nemenyi critical difference at α = 0.05 "
-                 "(Demšar 2006). Methods joined by a bar in the diagram are not "
-                 "significantly different."))
+  b.append(("p", ("Per imbalanced case, the mean over repetitions of the selected runs; "
+                  "rank 1 = best, ties averaged. Friedman test over cases (needs 3+ "
+                  "methods and 2+ cases); Nemenyi critical difference at α = 0.05 "
+                  "(Demšar 2006). Methods joined by a bar in the diagram are not "
+                  "significantly different.")))
   for metric, r in result["rank_summaries"].items():
     b.append(("h3", f"{metric}: {len(r.methods)} methods over {len(r.cases)} cases"))
     b.append(("table", ["method", "average rank"],
@@ -278,8 +278,8 @@ def _blocks(workdir: pathlib.Path, rows, result, images: Mapping[str, pathlib.Pa
     if f"cd_{metric}" in images:
       b.append(("img", images[f"cd_{metric}"], f"Critical-difference diagram, {metric}"))
   b.append(("h2", "Sensitivity to the learning rate"))
-  b.append(("p", "Every run, before selection, pooled over imbalanced cases and "
-                 "repetitions: mean ± std ×100 (n, diverged)."))
+  b.append(("p", ("Every run, before selection, pooled over imbalanced cases and "
+                  "repetitions: mean ± std ×100 (n, diverged).")))
   for metric, sens in result["lr_sensitivity"].items():
     lrs = sorted({lr for by_lr in sens.values() for lr in by_lr})
     b.append(("table", [metric] + [f"base_lr {lr:g}" for lr in lrs],

@@ -44,7 +44,7 @@ def _strict_json(text):
 
 
 def test_report_files_and_json_fields(study):
-  workdir, paths = study
+  _, paths = study
   assert [p.name for p in paths] == ["report.html", "report.md", "report.json"]
   data = _strict_json(paths[2].read_text())
   comps = data["comparisons"]
@@ -71,7 +71,7 @@ def test_report_files_and_json_fields(study):
 def test_markdown_has_the_same_sections_as_html(study):
   _, (html_path, md_path, _) = study
   md, page = md_path.read_text(), html_path.read_text()
-  headings = re.findall(r"^#{1,3} (.+)$", md, flags=re.M)
+  headings = re.findall(r"^#{1,3} (.+)$", md, flags=re.MULTILINE)
   assert "The paper's conclusions, checked" in headings
   for h in headings:
     assert (h.replace("&", "&amp;").replace("'", "&#x27;").replace("<", "&lt;")
@@ -112,7 +112,7 @@ def _chromium(args, tmp_path):
          "--disable-component-update", "--disable-sync",
          f"--user-data-dir={tmp_path / 'chromium-profile'}",
          "--virtual-time-budget=5000", *args]
-  return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+  return subprocess.run(cmd, capture_output=True, text=True, timeout=120, check=False)
 
 
 @pytest.mark.skipif(not os.path.exists(CHROMIUM), reason="needs /usr/bin/chromium "
@@ -139,7 +139,7 @@ def test_report_binary(study, tmp_path):
   workdir, _ = study
   out = subprocess.run(
       [sys.executable, "-m", "experiments.report", f"--workdir={workdir}"], cwd=ROOT,
-      capture_output=True, text=True, timeout=120,
+      capture_output=True, text=True, timeout=120, check=False,
       env={**os.environ, "PYTHONPATH": str(ROOT)})
   assert out.returncode == 0, out.stderr[-2000:]
   assert "report.html" in out.stdout and "(v) " in out.stdout

@@ -16,7 +16,7 @@ def row(method, rep, *, auc=0.9, accuracy=0.8, thresholded_accuracy=None, rho=10
         mu=0.5, profile="step", ratio=1.0, base_lr=0.01, lr_repeat=0, status="ok",
         dataset="digits", extra=None):
   """A store row with only what stats reads filled in meaningfully."""
-  k = int(round(mu * N_CLASSES)) if profile == "step" else None
+  k = round(mu * N_CLASSES) if profile == "step" else None
   return dict(
       run_key=f"{method}-{rep}-{rho}-{mu}-{ratio}-{base_lr}-{lr_repeat}", group_id="g",
       dataset=dataset, model="lenet5", profile=profile, rho=float(rho),
