@@ -18,7 +18,7 @@ from PIL import Image
 from experiments.configs import test as test_config
 from imbjax import conclusions
 from imbjax import report
-from imbjax import train
+from imbjax import study as study_lib
 
 CHROMIUM = "/usr/bin/chromium"
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -32,7 +32,7 @@ def study(tmp_path_factory):
   c = test_config.get_config()
   c.methods = ("baseline", "oversampling", "undersampling", "thresholding")
   c.population_size = 6
-  train.train_and_evaluate(c, workdir, log=lambda *_: None)
+  study_lib.train_and_evaluate(c, workdir, log=lambda *_: None)
   paths = report.write_report(workdir, n_boot=1000)
   return workdir, paths
 
