@@ -684,9 +684,52 @@ def figure_methods(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[path
       paths.append(path)
   return paths
 
+def figure_per_class(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
+  """Natural imbalance: per-class test recall against the class's training count.
+
+  For studies of a dataset as it comes (profile 'original'), where no class was made
+  minority by construction: one line per method (mean over repetitions), classes on
+  the x axis by training count (log scale), so a user sees which methods lift the rare
+  classes and what it costs the frequent ones. One file per dataset/model.
+  """
+  styles = method_styles(r["method"] for r in rows)
+  rows = [r for r in select_best(rows) if r["profile"] == "original" and r["status"] == "ok"]
+  paths = []
+  for (ds, model), sub in _by_dataset_model(rows).items():
+    by_method: dict[str, list[Row]] = defaultdict(list)
+    for r in sub:
+      by_method[r["method"]].append(r)
+    fig, axes = _new_figure(1)
+    ax = axes[0]
+    drawn = False
+    for m in sorted(by_method, key=method_sort_key):
+      group = by_method[m]
+      counts = np.asarray(group[0]["class_counts"], np.float64)
+      recall = np.nanmean([np.asarray(r["per_class_recall"], np.float64) for r in group],
+                          axis=0) * 100
+      order = np.argsort(counts)
+      st = styles[m]
+      ax.plot(counts[order], recall[order], color=st.color, linestyle=st.linestyle,
+              marker=st.marker, label=m)
+      drawn = True
+    if not drawn:
+      continue
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples of the class")
+    ax.set_ylabel("test recall (%)")
+    ax.grid(True, alpha=0.3)
+    counts = np.asarray(sub[0]["class_counts"], np.float64)
+    title = (f"Per-class recall ({ds} / {model}): natural imbalance, "
+             f"rho={counts.max() / counts.min():.3g}")
+    paths.append(_finish(fig, axes, title, pathlib.Path(out_dir) /
+                         f"{_slug('per_class_recall', ds, model)}.png"))
+  return paths
+
+
 FIGURES: dict[str, Callable[[Sequence[Row], str | os.PathLike], list[pathlib.Path]]] = {
     "figure3": figure3, "figure4": figure4, "figure5": figure5, "figure6": figure6,
     "figure7": figure7, "figure8": figure8, "figure_methods": figure_methods,
+    "figure_per_class": figure_per_class,
 }
 
 

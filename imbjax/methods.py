@@ -235,7 +235,8 @@ def _loss_coefficients(method: Method, counts: np.ndarray, total_steps: int) -> 
 
 def make_member(method: Method, *, subset: np.ndarray, labels: np.ndarray,
                 num_classes: int, key: jax.Array, base_lr: float, ratio: float = 1.0,
-                total_steps: int, phase: int = 1) -> engine.Member:
+                total_steps: int, phase: int = 1,
+                weight_decay: float | None = None) -> engine.Member:
   """The `engine.Member` that trains `method` (phase 1, or its phase 2).
 
   Args:
@@ -250,6 +251,7 @@ def make_member(method: Method, *, subset: np.ndarray, labels: np.ndarray,
     ratio: partial resampling level for over/undersampling.
     total_steps: iterations of one phase.
     phase: 1 or 2.
+    weight_decay: the model's L2 coefficient (both phases); None: the trainer's.
   """
   if not method.trains:
     raise ValueError(f"{method.name!r} evaluates {method.evaluates!r}; it is not trained")
@@ -272,4 +274,4 @@ def make_member(method: Method, *, subset: np.ndarray, labels: np.ndarray,
     kwargs.update(classwise=True, probs_start=probs[0], probs_end=probs[1])
   return engine.make_member(
       key, plan, num_classes, base_lr=lr, plan_labels=labels[plan],
-      output_only=(phase == 2), **kwargs)
+      output_only=(phase == 2), weight_decay=weight_decay, **kwargs)

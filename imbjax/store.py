@@ -94,11 +94,16 @@ SCHEMA: list[tuple[str, str]] = [
     ("wall_time_s", "REAL"),
     ("extra", "TEXT"),
     ("created_at", "TEXT"),
+    # Added later (nullable): `_add_new_columns` appends them to older stores.
+    ("data_seed", "INTEGER"),
+    ("weight_decay", "REAL"),
 ]
+ADDED_COLUMNS = ("data_seed", "weight_decay")
 COLUMNS: tuple[str, ...] = tuple(name for name, _ in SCHEMA)
 SQL_TYPES: dict[str, str] = dict(SCHEMA)
 JSON_COLUMNS = frozenset({"minority_classes", "class_counts", "per_class_recall", "extra"})
-NULLABLE_COLUMNS = frozenset({"mu", "num_minority", "val_auc"})
+# data_seed and weight_decay came later: stores written before them hold NULL there.
+NULLABLE_COLUMNS = frozenset({"mu", "num_minority", "val_auc", "data_seed", "weight_decay"})
 # Columns the store fills when a row omits them: nullable ones get None, these get a value.
 DEFAULTED_COLUMNS = frozenset({"extra", "created_at"})
 REQUIRED_COLUMNS = frozenset(COLUMNS) - NULLABLE_COLUMNS - DEFAULTED_COLUMNS
@@ -256,12 +261,23 @@ class ResultsStore:
         f"{name} {sqltype}" + (" PRIMARY KEY" if name == "run_key" else "")
         for name, sqltype in SCHEMA)
     self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})")
-    stored = [r[1] for r in self._conn.execute(f"PRAGMA table_info({TABLE})")]
+    stored = self._add_new_columns()
     if stored != list(COLUMNS):
       self.close()
       raise ValueError(
           f"{self.path} holds table {TABLE!r} with columns {stored}, not this "
           f"version's {list(COLUMNS)}; use a new --workdir")
+
+  def _add_new_columns(self) -> list[str]:
+    """Appends `ADDED_COLUMNS` missing from a store written before they existed (rows
+    there read NULL); returns the table's columns."""
+    stored = [r[1] for r in self._conn.execute(f"PRAGMA table_info({TABLE})")]
+    missing = list(COLUMNS[len(stored):])
+    if stored == list(COLUMNS[:len(stored)]) and set(missing) <= set(ADDED_COLUMNS):
+      for name in missing:
+        self._conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {SQL_TYPES[name]}")
+      stored += missing
+    return stored
 
   # -- config -------------------------------------------------------------------------
 

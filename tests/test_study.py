@@ -96,6 +96,7 @@ def test_crash_mid_sweep_then_resume_matches_uninterrupted(full_run, tmp_path,
     return real_fit(*args, **kwargs)
 
   monkeypatch.setattr(engine, "fit", crashing_fit)
+  monkeypatch.setattr(engine.loop, "fit", crashing_fit)  # phase 2 (engine.fine_tune)
   with pytest.raises(RuntimeError, match="injected crash"):
     study.train_and_evaluate(config, tmp_path, log=lambda *_: None)
   partial = _rows(tmp_path)
@@ -106,6 +107,7 @@ def test_crash_mid_sweep_then_resume_matches_uninterrupted(full_run, tmp_path,
   assert sizes == [len(partial)]
 
   monkeypatch.setattr(engine, "fit", real_fit)
+  monkeypatch.setattr(engine.loop, "fit", real_fit)
   result = study.train_and_evaluate(config, tmp_path, log=lambda *_: None)
   assert result["trained_groups"] == 1
   resumed, full = _rows(tmp_path), _rows(full_dir)

@@ -35,6 +35,8 @@ def get_config() -> ml_collections.ConfigDict:
   c.minority = "random"         # 'random' (MNIST protocol), 'lowest' (CIFAR-10 protocol) or
   #                               'short_first' (ImageNet: classes under max_count minority)
   c.repetitions = 1
+  c.data_seed = None            # seed of the subset draws and the validation split; None:
+  #                               `seed` (which always seeds init, shuffles and dropout)
   c.methods = PAPER_METHODS
   c.resample_ratios = (1.0,)    # Section 4.5 partial levels: imbalance left after resampling
   # Model and optimisation (paper's MNIST settings).
@@ -48,11 +50,17 @@ def get_config() -> ml_collections.ConfigDict:
   c.schedule_kwargs = ml_collections.ConfigDict({"gamma": 1e-4, "power": 0.75})
   c.momentum = 0.9
   c.weight_decay = 5e-4
+  c.weight_decays = ()          # grid axis beside base_lrs (per model, one population);
+  #                               empty: every model uses weight_decay
+  c.output_layers = None        # top-level parameter names of the output layers (two-phase,
+  #                               cRT, tau-norm); None: the registered model's
   # Execution.
   c.population_size = 64        # phase-1 models per population group
   c.chunk_steps = 500           # steps per compiled lax.scan call
   c.curve_test_examples = 1000  # test examples scored at each chunk for Figure 8 (0 = off)
-  c.eval_batch_size = 4000        # test examples in flight per evaluation step, all models
+  c.eval_batch_size = 1000      # test examples per model per evaluation step (fixed, so a
+  #                               row does not depend on its population); models go through
+  #                               in blocks (1 on CPU, 32 elsewhere: engine.eval_block)
   c.conv_impl = "auto"          # 'auto' | 'xla' | 'im2col' | 'banded' | 'winograd'
   c.model_block = None          # models per device per step; None: 1 on CPU, all elsewhere
   c.compute_dtype = "auto"      # activations + matmul inputs: "float32" | "bfloat16" |

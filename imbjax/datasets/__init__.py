@@ -34,7 +34,7 @@ from imbjax.datasets import preprocess as _pp
 from imbjax.datasets.core import (SPLITS, DataFormatError, DataNotFoundError,
                                   DataUnavailableError, Dataset, check_split)
 
-__all__ = ["Dataset", "DataFormatError", "DataNotFoundError", "DataUnavailableError", "names",
+__all__ = ["Dataset", "register", "DataFormatError", "DataNotFoundError", "DataUnavailableError", "names",
            "load", "load_splits", "preprocessing_of", "MNIST_CLASS_NAMES",
            "FASHION_MNIST_CLASS_NAMES"]
 
@@ -119,6 +119,46 @@ _REGISTRY: dict[str, _Source] = {
     "cifar10_jpeg": _Source(_cifar10_jpeg, "gcn_zca"),
     "digits": _Source(lambda split, data_dir: digits.load_split(split), "unit"),
 }
+
+
+def register(name: str, loader, *, preprocessing: str = "none",
+             splits: tuple[str, ...] = ("train", "test"), overwrite: bool = False) -> None:
+  """Lets configs name a user's dataset: ``--config.dataset=<name>``.
+
+  Example::
+
+      def my_loader(split, data_dir):     # -> imbjax.datasets.Dataset
+        images, labels = ...              # NHWC float32 in [0, 1] (or uint8), int labels
+        return Dataset(images, labels, num_classes=4, class_names=("a", "b", "c", "d"))
+
+      datasets.register("my_cells", my_loader, preprocessing="none")
+
+  Args:
+    name: the dataset's name; it must not shadow a registered one.
+    loader: ``loader(split, data_dir) -> Dataset`` for each split in `splits`.
+    preprocessing: applied by `load_splits`: "none" (as the loader returns it), "unit"
+      (uint8 -> float32 in [0, 1]) or "gcn_zca" (CIFAR-10's, fitted on the train split).
+    splits: the splits the loader serves.
+    overwrite: replace an existing registration of `name`.
+
+  Raises:
+    ValueError: a name already registered (without `overwrite`), a loader that is not
+      callable, an unknown preprocessing, or splits without "train".
+  """
+  if not isinstance(name, str) or not name:
+    raise ValueError(f"dataset name must be a non-empty string, got {name!r}")
+  if name in _REGISTRY and not overwrite:
+    raise ValueError(f"dataset {name!r} is already registered; pass overwrite=True to "
+                     f"replace it")
+  if not callable(loader):
+    raise ValueError(f"loader for {name!r} must be callable as loader(split, data_dir), "
+                     f"got {loader!r}")
+  if preprocessing not in ("none", "unit", "gcn_zca"):
+    raise ValueError(f"preprocessing must be 'none', 'unit' or 'gcn_zca', got "
+                     f"{preprocessing!r}")
+  if "train" not in splits:
+    raise ValueError(f"splits must include 'train', got {splits!r}")
+  _REGISTRY[name] = _Source(loader, preprocessing, tuple(splits))
 
 
 def names() -> tuple[str, ...]:

@@ -30,7 +30,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import weakref
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import numpy as np
 
@@ -350,3 +350,52 @@ def iterate(source: Source, plan: np.ndarray, *, seed: int, batch_size: int, tra
                        train=train, augment=augment, drop_remainder=drop_remainder,
                        shuffle_buffer=shuffle_buffer)
     yield from ds.as_numpy_iterator()
+
+
+class PopulationBatches:
+  """Host batches for a population from per-model streams (`imbjax.datasets.streaming`).
+
+  Model i reads its own index plan, reshuffled every epoch with its own seed; each epoch
+  yields floor(len(plan) / B) full batches, so step t is batch t mod n of epoch t // n and
+  a restart at any step reproduces the uninterrupted stream.
+
+  Calling it as ``batches(first_step, num_steps)`` gives the host arrays
+  (images[S, P, B, ...], labels[S, P, B]) that `imbjax.engine.fit` takes for streamed
+  input.
+  """
+
+  def __init__(self, source: Source, plans: Sequence[np.ndarray], seeds: Sequence[int], *,
+               batch_size: int, augment: ImageNetAugment | None = None):
+    self.source = source
+    self.plans = plans
+    self.seeds = seeds
+    self.batch_size = b = batch_size
+    for plan in plans:
+      if len(plan) < b:
+        raise ValueError(f"a streamed plan of {len(plan)} examples is shorter than one "
+                         f"batch of {b}")
+    self.augment = augment
+    self._iters = [None] * len(plans)
+    self._next_step = None
+
+  def _open(self, i, step):
+    per_epoch = len(self.plans[i]) // self.batch_size
+    epoch, skip = divmod(step, per_epoch)
+    it = iterate(
+        self.source, self.plans[i], seed=self.seeds[i], batch_size=self.batch_size,
+        train=True, num_epochs=1 << 30, start_epoch=epoch, augment=self.augment,
+        drop_remainder=True)
+    for _ in range(skip):
+      next(it)
+    return it
+
+  def __call__(self, first_step: int, num_steps: int):
+    if self._next_step != first_step:
+      self._iters = [self._open(i, first_step) for i in range(len(self.plans))]
+    images, labels = [], []
+    for _ in range(num_steps):
+      batches = [next(it) for it in self._iters]
+      images.append(np.stack([b["images"] for b in batches]))
+      labels.append(np.stack([b["labels"] for b in batches]))
+    self._next_step = first_step + num_steps
+    return (np.stack(images).astype(np.float32), np.stack(labels).astype(np.int32))

@@ -36,10 +36,10 @@ Typical use (see `train.py` for the study driver)::
 from imbjax.engine.devices import (COMPUTE_DTYPES, MODEL_AXIS, chunk_mesh, fetch,
                                    model_mesh, model_shards, place, resolve_compute_dtype,
                                    use_cpu_devices)
-from imbjax.engine.loop import (TRACE_COUNT, block_size, fit, predict, train_chunk,
-                                train_chunk_streamed)
+from imbjax.engine.loop import (TRACE_COUNT, block_size, eval_block, fine_tune, fit,
+                                predict, train_chunk, train_chunk_streamed)
 from imbjax.engine.state import (Member, TrainData, TrainState, make_member,
                                  pad_population, population_size, stack_members)
-from imbjax.engine.step import (batch_indices, init_population, init_state, loss_fn,
-                                restart, train_step)
-from imbjax.engine.trainer import Trainer
+from imbjax.engine.step import (batch_indices, check_output_only, init_population,
+                                init_state, loss_fn, restart, train_step)
+from imbjax.engine.trainer import Trainer, inspect_model

@@ -4,15 +4,16 @@ streamed loop, prediction, and `fit` with Orbax checkpoints."""
 from __future__ import annotations
 
 import functools
-from typing import Callable
+from typing import Callable, Sequence
 
 import jax
+import numpy as np
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
 from imbjax.engine.devices import MODEL_AXIS, chunk_mesh, fetch
 from imbjax.engine.state import Member, TrainData, TrainState, population_size
-from imbjax.engine.step import train_step
+from imbjax.engine.step import restart, train_step
 from imbjax.engine.trainer import Trainer
 
 # Incremented each time `train_chunk`'s body is traced; tests use it to show that a
@@ -93,7 +94,20 @@ def train_chunk(trainer: Trainer, state: TrainState, members: Member, data: Trai
   return _train_chunk_jit(trainer, state, members, data, num_steps, chunk_mesh(members))
 
 
-def _predict(trainer, params, batch_stats, images, batch_size):
+def eval_block(trainer: Trainer) -> int:
+  """Models evaluated together by `predict`: 1 on CPU, 32 elsewhere (`model_block` if set).
+
+  Fixed, not derived from the population: with the model axis padded to whole blocks,
+  every model is evaluated by the same program whatever population it trained in, so
+  its logits (and a stored row) do not depend on the population's size.
+  """
+  if trainer.model_block is not None:
+    return trainer.model_block
+  return 1 if jax.default_backend() == "cpu" else 32
+
+
+def _predict_local(trainer, params, batch_stats, images, batch_size):
+  """One device's models, in blocks of `eval_block` (padded by repeating the last)."""
   TRACE_COUNT["predict"] += 1
   module = trainer.module()
   n = images.shape[0]
@@ -112,16 +126,38 @@ def _predict(trainer, params, batch_stats, images, batch_size):
     _, out = jax.lax.scan(body, None, x)
     return out.reshape((-1, out.shape[-1]))[:n]
 
-  return jax.vmap(one_model)(params, batch_stats)
+  p = population_size(params)
+  block = min(eval_block(trainer), p)
+  extra = (-p) % block
+  tree = (params, batch_stats)
+  if extra:
+    tree = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, 0)]), tree)
+  blocks = jax.tree.map(lambda a: a.reshape((-1, block) + a.shape[1:]), tree)
+  out = jax.lax.map(lambda t: jax.vmap(one_model)(*t), blocks)
+  return out.reshape((-1,) + out.shape[2:])[:p]
 
 
-_predict_jit = jax.jit(_predict, static_argnums=(0, 4))
+def _predict(trainer, params, batch_stats, images, batch_size, mesh):
+  if mesh is None:
+    return _predict_local(trainer, params, batch_stats, images, batch_size)
+  model = PartitionSpec(MODEL_AXIS)
+  local = functools.partial(_predict_local, trainer, batch_size=batch_size)
+  return jax.shard_map(local, mesh=mesh, in_specs=(model, model, PartitionSpec()),
+                       out_specs=model, check_vma=False)(params, batch_stats, images)
+
+
+_predict_jit = jax.jit(_predict, static_argnums=(0, 4, 5))
 
 
 def predict(trainer: Trainer, state: TrainState, images, *, batch_size: int = 500):
-  """Logits of every model on `images`: [P, N, C] (one vmapped, batched pass)."""
+  """Logits of every model on `images`: [P, N, C].
+
+  Each model sees the examples in batches of `batch_size` (fixed per model, so a model's
+  logits do not depend on how many models are evaluated beside it), and models go
+  through in blocks of `eval_block`, each device its own share of a sharded population.
+  """
   return _predict_jit(trainer, state.params, state.batch_stats, images,
-                      min(batch_size, images.shape[0]))
+                      min(batch_size, images.shape[0]), chunk_mesh(state.params))
 
 
 def _train_chunk_streamed(trainer, state, members, images, labels):
@@ -220,3 +256,48 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
   if manager is not None:
     manager.close()
   return state
+
+
+def fine_tune(trainer: Trainer, state: TrainState, members: Member, data, *,
+              num_steps: int, source: Sequence[int] | None = None, **fit_kwargs
+              ) -> TrainState:
+  """Two-phase training's second phase, in one call.
+
+  Starts each member from a trained model's parameters (and batch statistics), with a
+  fresh optimiser at the member's base rate (`restart`), and trains only the trainer's
+  `output_layers` where the member says ``output_only`` (as `methods.make_member(...,
+  phase=2)` builds it: 0.1x the base rate, the imbalanced data).
+
+  Example::
+
+      phase1 = fit(trainer, init_population(trainer, members1), members1, data,
+                   num_steps=10_000)
+      members2 = stack_members([methods.make_member(methods.get('two_phase_oversampling'),
+                                ..., phase=2)])
+      phase2 = fine_tune(trainer, phase1, members2, data, num_steps=10_000, source=[1])
+
+  Args:
+    trainer: the population's trainer; it must name output layers.
+    state: the trained (phase-1) population.
+    members: the phase-2 members (leading axis P2).
+    data: as for `fit`.
+    num_steps: phase-2 iterations.
+    source: for each phase-2 member, the index in `state` of the model it continues;
+      None: member i continues model i.
+    **fit_kwargs: passed to `fit` (chunk_steps, checkpoint_dir, on_chunk, ...).
+
+  Returns:
+    The fine-tuned state (leading axis P2).
+
+  Raises:
+    ValueError: output-only members and a trainer without output layers, or a `source`
+      of the wrong length.
+  """
+  if source is not None:
+    source = np.asarray(source)
+    if source.shape != (population_size(members),):
+      raise ValueError(f"source must give one phase-1 index per member "
+                       f"({population_size(members)}), got shape {source.shape}")
+    state = jax.tree.map(lambda x: x[source], state)
+  state = restart(trainer, state, members)
+  return fit(trainer, state, members, data, num_steps=num_steps, **fit_kwargs)

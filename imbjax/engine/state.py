@@ -24,6 +24,7 @@ class Member:
   probs_end: jax.Array      # float32[C]: ... at the last step (progressive sampling)
   classwise: jax.Array      # bool[]: draw class-wise instead of epoch order over the plan
   base_lr: jax.Array        # float32[]
+  weight_decay: jax.Array   # float32[]: L2 coefficient; NaN: the Trainer's weight_decay
   output_only: jax.Array    # bool[]: update only the output layers (two-phase phase 2)
   class_weights: jax.Array  # float32[C]
   reweight_start: jax.Array  # int32[]: class_weights apply from this step on (DRW)
@@ -38,7 +39,7 @@ def make_member(key: jax.Array, plan: np.ndarray, num_classes: int, *, base_lr: 
                 classwise: bool = False, probs_start=None, probs_end=None,
                 class_weights=None, reweight_start: int = 0, logit_offset=None,
                 margin=None, logit_scale: float = 1.0, focal_gamma: float = 0.0,
-                pad_to: int | None = None) -> Member:
+                pad_to: int | None = None, weight_decay: float | None = None) -> Member:
   """Builds one `Member` (host numpy arrays) with neutral defaults.
 
   Args:
@@ -53,6 +54,7 @@ def make_member(key: jax.Array, plan: np.ndarray, num_classes: int, *, base_lr: 
     class_weights, reweight_start, logit_offset, margin, logit_scale, focal_gamma: loss
       coefficients (see `imbjax.losses.imbalance_loss`).
     pad_to: pad the plan to this length (defaults to its own length).
+    weight_decay: this model's L2 coefficient; None: the `Trainer`'s `weight_decay`.
 
   Raises:
     ValueError: an empty plan, a plan longer than `pad_to`, or class-wise sampling
@@ -89,6 +91,7 @@ def make_member(key: jax.Array, plan: np.ndarray, num_classes: int, *, base_lr: 
       probs_start=f32(probs_start, uniform), probs_end=f32(
           probs_end, uniform if probs_start is None else probs_start),
       classwise=np.bool_(classwise), base_lr=np.float32(base_lr),
+      weight_decay=np.float32(np.nan if weight_decay is None else weight_decay),
       output_only=np.bool_(output_only),
       class_weights=f32(class_weights, neutral.class_weights),
       reweight_start=np.int32(reweight_start),

@@ -10,6 +10,7 @@ from typing import Any
 
 import flax
 import jax
+import numpy as np
 import jax.numpy as jnp
 
 from imbjax import losses
@@ -24,6 +25,12 @@ def _keys(member: Member):
           jax.random.fold_in(key, 2))
 
 
+def _weight_decay(trainer: Trainer, member: Member) -> jax.Array:
+  """The member's weight decay (NaN in `Member.weight_decay` means the trainer's)."""
+  wd = jnp.asarray(member.weight_decay, jnp.float32)
+  return jnp.where(jnp.isnan(wd), jnp.float32(trainer.weight_decay), wd)
+
+
 def init_state(trainer: Trainer, member: Member) -> TrainState:
   """Initial state of one model (its init key is derived from ``member.key``)."""
   init_key, _, _ = _keys(member)
@@ -32,7 +39,7 @@ def init_state(trainer: Trainer, member: Member) -> TrainState:
   variables = module.init({"params": init_key, "dropout": init_key}, dummy, train=False)
   params = variables["params"]
   batch_stats = variables.get("batch_stats", {})
-  opt_state = trainer.optimizer(member.base_lr).init(params)
+  opt_state = trainer.optimizer(member.base_lr, _weight_decay(trainer, member)).init(params)
   return TrainState(params=params, batch_stats=batch_stats, opt_state=opt_state,
                     step=jnp.zeros((), jnp.int32), diverged=jnp.zeros((), bool))
 
@@ -54,9 +61,18 @@ def restart(trainer: Trainer, state: TrainState, members: Member) -> TrainState:
   statistics), starts a new solver (momentum zero, schedule from iteration 0) with the
   members' base rates (the caller sets them to 0.1x), as fine-tuning in Caffe does.
   """
-  opt_state = jax.vmap(lambda p, lr: trainer.optimizer(lr).init(p))(
-      state.params, jnp.asarray(members.base_lr))
+  check_output_only(trainer, members)
+  opt_state = jax.vmap(lambda p, m: trainer.optimizer(
+      m.base_lr, _weight_decay(trainer, m)).init(p))(state.params, members)
   return state.replace(opt_state=opt_state, step=jnp.zeros_like(state.step))
+
+
+def check_output_only(trainer: Trainer, members: Member) -> None:
+  """Refuses output-only (phase-2) members when the trainer names no output layers."""
+  if not trainer.output_layers and np.any(np.asarray(members.output_only)):
+    raise ValueError(f"members train only the output layers (two-phase phase 2, cRT) but "
+                     f"Trainer(model={trainer.model_name}) names none: pass "
+                     f"output_layers=('<top-level param name>', ...)")
 
 
 def _output_mask(trainer: Trainer, params) -> Any:
@@ -123,7 +139,7 @@ def train_step(trainer: Trainer, state: TrainState, member: Member,
   grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
   (loss, (logits, new_stats)), grads = grad_fn(
       trainer, state.params, state.batch_stats, member, images, labels, step, dropout_key)
-  tx = trainer.optimizer(member.base_lr)
+  tx = trainer.optimizer(member.base_lr, _weight_decay(trainer, member))
   updates, new_opt = tx.update(grads, state.opt_state, state.params)
 
   finite = jnp.isfinite(loss) & _all_finite(updates)

@@ -10,7 +10,7 @@ import numpy as np
 
 from imbjax import datasets
 from imbjax import imbalance
-from imbjax.study.grid import _hash32
+from imbjax.study.grid import _hash32, data_seed
 
 
 # ----------------------------------------------------------------------------------------
@@ -48,8 +48,38 @@ def _stream_sources(config):
   return (streaming.memory_source(splits["train"]), streaming.memory_source(splits["test"]))
 
 
-def load_data(config) -> StudyData:
-  """Loads the dataset, carves a validation split if asked, resolves max_count."""
+def _check_user_data(data) -> tuple[datasets.Dataset, datasets.Dataset]:
+  if (not isinstance(data, (tuple, list)) or len(data) != 2
+      or not all(isinstance(d, datasets.Dataset) for d in data)):
+    raise ValueError("data must be a (train, test) pair of imbjax.datasets.Dataset, got "
+                     f"{type(data).__name__}")
+  train, test = data
+  if train.num_classes != test.num_classes or train.images.shape[1:] != test.images.shape[1:]:
+    raise ValueError(f"train and test differ: {train.num_classes} vs {test.num_classes} "
+                     f"classes, images {train.images.shape[1:]} vs {test.images.shape[1:]}")
+  counts = np.bincount(train.labels, minlength=train.num_classes)
+  if np.any(counts == 0):
+    empty = [train.class_names[i] if train.class_names else i
+             for i in np.flatnonzero(counts == 0)]
+    raise ValueError(f"the training data has no example of class(es) {empty}")
+  return train, test
+
+
+def load_data(config, data=None) -> StudyData:
+  """Loads the dataset, carves a validation split if asked, resolves max_count.
+
+  Args:
+    config: the study config (`dataset`, `data_dir`, `input`, `validation_fraction`,
+      `max_count`).
+    data: optional in-memory (train, test) pair of `imbjax.datasets.Dataset`, used as
+      given (no preprocessing) instead of loading `config.dataset`.
+  """
+  if data is not None:
+    if config.input != "device":
+      raise ValueError("in-memory data trains with input='device', got "
+                       f"input={config.input!r}")
+    train, test = _check_user_data(data)
+    return _finish(config, train, test, preprocess=None)
   if config.input == "stream":
     train, test = _stream_sources(config)
     min_count = int(np.bincount(train.labels, minlength=train.num_classes).min())
@@ -60,10 +90,14 @@ def load_data(config) -> StudyData:
   # preprocessing (CIFAR-10's ZCA), so its images do not leak into the statistics.
   raw = datasets.load_splits(config.dataset, data_dir=config.data_dir or None,
                              preprocess=False)
-  train, test = raw["train"], raw["test"]
+  return _finish(config, raw["train"], raw["test"], preprocess=config.dataset)
+
+
+def _finish(config, train, test, *, preprocess: str | None) -> StudyData:
+  """Holds out the validation split, then fits and applies `preprocess`'s preprocessing."""
   val = None
   if config.validation_fraction > 0:
-    key = jax.random.fold_in(jax.random.key(config.seed), _hash32("validation"))
+    key = jax.random.fold_in(jax.random.key(data_seed(config)), _hash32("validation"))
     counts = np.bincount(train.labels, minlength=train.num_classes)
     n_val = np.maximum(1, np.round(counts * config.validation_fraction)).astype(int)
     val_idx = np.asarray(imbalance.subsample(train.labels, n_val, key))
@@ -73,15 +107,13 @@ def load_data(config) -> StudyData:
     train = dataclasses.replace(train, images=train.images[keep],
                                 labels=train.labels[keep])
   splits = {"train": train, "test": test} | ({"val": val} if val is not None else {})
-  splits = datasets.preprocess_splits(config.dataset, splits, fit_on=train)
+  if preprocess is not None:
+    splits = datasets.preprocess_splits(preprocess, splits, fit_on=train)
   train, test, val = splits["train"], splits["test"], splits.get("val")
   min_count = int(np.bincount(train.labels, minlength=train.num_classes).min())
-  max_count = config.max_count or min_count
-  if max_count > min_count and config.profile != "original":
-    raise ValueError(
-        f"max_count={max_count} exceeds the smallest class of {config.dataset!r} "
-        f"({min_count} examples); use max_count <= {min_count}")
-  return StudyData(train, test, val, int(max_count))
+  # Whether every class can hold what each case asks is checked per case, naming the
+  # classes short of it (`study.grid.case_counts` with `available`), before training.
+  return StudyData(train, test, val, int(config.max_count or min_count))
 
 
 

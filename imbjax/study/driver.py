@@ -18,9 +18,12 @@ grid, so adding cases to a study leaves existing rows' numbers unchanged.
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import logging
 import os
 import pathlib
+import shutil
 
 import jax
 import ml_collections
@@ -30,17 +33,21 @@ import imbjax
 from imbjax import engine
 from imbjax import methods as methods_lib
 from imbjax import models
+from imbjax import posthoc as posthoc_lib
 from imbjax import store as store_lib
-from imbjax.study.data import load_data
-from imbjax.study.grid import PROFILES, cases, fingerprint, groups, model_specs
-from imbjax.study.group import Progress, _trainer, train_group
+from imbjax.study.data import _input_shape, load_data
+from imbjax.study.grid import (PROFILES, case_counts, cases, fingerprint, groups,
+                               model_specs)
+from imbjax.study.group import Progress, checkpoint_key, train_group
+from imbjax.study.inputs import make_inputs
 
-def validate_config(config) -> None:
+def validate_config(config, *, model=None) -> None:
   """Refuses a config that cannot run, naming the field and what is accepted."""
   for name in config.methods:
     methods_lib.get(name)
-  if config.model not in models.names():
-    raise ValueError(f"unknown model {config.model!r}; known: {models.names()}")
+  if model is None and ":" not in config.model and config.model not in models.names():
+    raise ValueError(f"unknown model {config.model!r}; known: {models.names()}, or "
+                     f"'package.module:Name' of a flax.linen.Module")
   if config.iterations <= 0 or config.batch_size <= 0:
     raise ValueError(f"iterations and batch_size must be > 0, got {config.iterations}, "
                      f"{config.batch_size}")
@@ -53,13 +60,22 @@ def validate_config(config) -> None:
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
-                       *, log=logging.info, stop_after_groups: int | None = None) -> dict:
+                       *, model=None, data=None, log=logging.info,
+                       stop_after_groups: int | None = None) -> dict:
   """Runs a whole study; resumable.
 
   Args:
     config: a study config (see `experiments/configs/`).
-    workdir: where the results store, config, figures, checkpoints and TensorBoard
-      scalars go. Rerunning with the same workdir resumes.
+    workdir: where the results store, config, figures, checkpoints, exported subsets and
+      TensorBoard scalars go. Rerunning with the same workdir resumes.
+    model: optional `flax.linen.Module` whose ``apply(variables, x, train=...,
+      rngs=...)`` gives logits [N, num_classes]; its output layers are
+      ``config.output_layers`` (top-level parameter names; needed for two-phase
+      training, cRT and tau-norm). `config.model` then only names it in the rows. Without
+      it, `config.model` is a registered name (`imbjax.models.register`) or
+      'package.module:Name' (imported; called with ``num_classes=`` if it takes it).
+    data: optional (train, test) pair of `imbjax.datasets.Dataset` in memory, used as
+      given instead of loading `config.dataset` (which then only names it in the rows).
     log: where progress lines go.
     stop_after_groups: stop after training this many groups (tests use it to simulate a
       crash between groups).
@@ -68,7 +84,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     {'rows': rows written now, 'skipped_groups': n, 'trained_groups': n,
      'total_groups': n, 'store': path}.
   """
-  validate_config(config)
+  validate_config(config, model=model)
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -78,9 +94,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     (workdir / "study_config.json").write_text(config.to_json(indent=2))
   done = store.done_keys() if store is not None else set()
 
-  data = load_data(config)
-  trainer = _trainer(config, data)
+  data = load_data(config, data)
+  trainer = make_trainer(config, data, model)
   all_cases = cases(config)
+  check_cases(config, all_cases, data)
+  check_posthoc(config, trainer)
   all_groups = groups(config, all_cases)
   pending = np.array([
       not all(r.run_key(config) in done for c in g.cases for r in model_specs(config, c)[1])
@@ -95,24 +113,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   log(f"study: {len(all_groups)} groups, {len(all_groups) - len(todo)} already done, "
       f"{n_models} models to train on {len(jax.devices())} device(s)")
 
-  n_dev = len(jax.devices())
-  mesh = engine.model_mesh() if n_dev > 1 else None
-  data_dev = None
-  if config.input != "stream":
-    data_dev = engine.place(
-        engine.TrainData(images=data.train.images.astype(np.float32),
-                             labels=data.train.labels.astype(np.int32)), mesh,
-        replicated=True)
+  mesh = engine.model_mesh() if len(jax.devices()) > 1 else None
+  inputs = make_inputs(config, data, mesh)
   progress = Progress(n_models, workdir if is_main else None, enabled=is_main)
   written = 0
   trained = 0
   for g in todo:
     if stop_after_groups is not None and trained >= stop_after_groups:
       break
-    rows = train_group(config, g, data, trainer, data_dev, progress, workdir, log=log)
+    rows = train_group(config, g, data, trainer, inputs, progress, workdir, log=log)
     trained += 1
     if store is not None:
       written += store.write_group(rows)
+      # Committed: the group's checkpoints are never needed again.
+      shutil.rmtree(workdir / "checkpoints" / checkpoint_key(config, g), ignore_errors=True)
       log(f"group {g.group_id} ({len(g.cases)} cases) stored; " +
           progress.line(0, 0.0))
   if store is not None:
@@ -123,3 +137,62 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if store is not None:
     result["store"] = str(workdir / store_lib.DB_NAME)
   return result
+
+
+def make_trainer(config, data, model=None) -> engine.Trainer:
+  """The study's `engine.Trainer`: for `model` if given, else `config.model`."""
+  if model is None and ":" in config.model:
+    model = import_model(config.model, data.train.num_classes)
+  output_layers = config.get("output_layers")
+  return engine.Trainer(
+      model=config.model if model is None else model,
+      num_classes=data.train.num_classes,
+      batch_size=config.batch_size, total_steps=config.iterations,
+      schedule=config.schedule,
+      schedule_kwargs=tuple(sorted(dict(config.schedule_kwargs).items())),
+      momentum=config.momentum, weight_decay=config.weight_decay,
+      conv_impl=config.conv_impl, input_shape=_input_shape(config, data),
+      model_block=config.get("model_block"),
+      compute_dtype=config.get("compute_dtype", "auto"),
+      output_layers=None if output_layers is None else tuple(output_layers))
+
+
+def import_model(path: str, num_classes: int):
+  """Builds the module named by 'package.module:Name' (a class or a factory), passing
+  ``num_classes=`` when it takes it (as big_vision finds models by module path)."""
+  module_name, _, attr = path.partition(":")
+  try:
+    obj = getattr(importlib.import_module(module_name), attr)
+  except (ImportError, AttributeError) as e:
+    raise ValueError(f"model {path!r}: cannot import {attr!r} from {module_name!r} "
+                     f"({e}); is the package on PYTHONPATH?") from e
+  try:
+    takes = "num_classes" in inspect.signature(obj).parameters
+  except (TypeError, ValueError):
+    takes = False
+  return obj(num_classes=num_classes) if takes else obj()
+
+
+def check_cases(config, all_cases, data) -> None:
+  """Refuses, before any training, a case that asks a class for more than it holds."""
+  available = np.bincount(data.train.labels, minlength=data.train.num_classes)
+  for case in all_cases:
+    case_counts(config, case, data.train.num_classes, data.max_count, available=available,
+                class_names=getattr(data.train, "class_names", None))
+
+
+def check_posthoc(config, trainer) -> None:
+  """Refuses classifier post-hoc methods (tau-norm) for a model without a Dense head."""
+  needs = [m for m in config.methods
+           if posthoc_lib.get(methods_lib.get(m).posthoc).on == "classifier"]
+  if not needs:
+    return
+  if not trainer.output_layers:
+    raise ValueError(f"methods {needs} adjust the classifier, but the model names no "
+                     f"output layers: set config.output_layers")
+  try:
+    posthoc_lib.classifier_kernel_shape(engine.inspect_model(trainer)["param_shapes"],
+                                        trainer.output_layers[-1],
+                                        trainer.num_classes)
+  except ValueError as e:
+    raise ValueError(f"methods {needs}: {e}") from None

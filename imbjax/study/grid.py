@@ -50,6 +50,7 @@ class ModelSpec:
   ratio: float
   base_lr: float
   lr_repeat: int
+  weight_decay: float | None = None   # None: the config's weight_decay (no grid axis)
 
   @property
   def source(self) -> "ModelSpec":
@@ -57,10 +58,13 @@ class ModelSpec:
     return dataclasses.replace(self, method=methods_lib.get(self.method.starts_from))
 
   def key(self, seed: int) -> jax.Array:
+    """The model's key: from the training seed and what names the model, never from the
+    data seed (so a new subset draw keeps the initialisation and the shuffles)."""
     base = jax.random.key(seed)
+    wd = () if self.weight_decay is None else (f"wd{self.weight_decay:g}",)
     return jax.random.fold_in(base, _hash32(
         self.case.name, self.method.name, f"{self.ratio:g}", f"{self.base_lr:g}",
-        self.lr_repeat))
+        self.lr_repeat, *wd))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -74,8 +78,34 @@ class RowSpec:
     text = json.dumps([
         config.dataset, config.model, m.case.profile, m.case.rho, m.case.mu,
         m.case.repetition, self.method.name, m.ratio, m.base_lr, m.lr_repeat,
-        config.iterations, config.batch_size, config.seed], sort_keys=True)
+        config.iterations, config.batch_size, config.seed] + _optional_key_parts(
+            config, m), sort_keys=True)
     return hashlib.sha1(text.encode()).hexdigest()[:20]
+
+
+def _optional_key_parts(config, m: ModelSpec) -> list:
+  """Run-key parts of the grid axes added later: present only when used, so the run
+  keys of studies without them stay what they were."""
+  parts = []
+  if config.get("data_seed") is not None:
+    parts.append(["data_seed", int(config.data_seed)])
+  if m.weight_decay is not None:
+    parts.append(["weight_decay", float(m.weight_decay)])
+  return parts
+
+
+def data_seed(config) -> int:
+  """The seed of the subset draws (and the validation split): `config.data_seed`, or
+  `config.seed` when it is None (one seed for everything, as before the field existed)."""
+  value = config.get("data_seed")
+  return int(config.seed if value is None else value)
+
+
+def subset_key(config, case: Case) -> str:
+  """Names a case's training subset: the same for every row trained on it."""
+  text = json.dumps([config.dataset, case.name, data_seed(config), config.get("max_count"),
+                     config.get("minority")], sort_keys=True)
+  return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------
@@ -106,26 +136,30 @@ def cases(config) -> list[Case]:
   return out
 
 
-def case_counts(config, case: Case, num_classes: int, max_count: int) -> np.ndarray:
-  """Per-class training counts of a case (the imbalance profile, paper eq. 1-2)."""
-  key = jax.random.fold_in(jax.random.key(config.seed), _hash32("counts", case.name))
-  if case.profile == "balanced":
-    return np.full(num_classes, max_count, np.int64)
+def case_counts(config, case: Case, num_classes: int, max_count: int, *,
+                available=None, class_names=None) -> np.ndarray | None:
+  """Per-class training counts of a case (the imbalance profile, paper eq. 1-2).
+
+  Args:
+    available: per-class sizes of the training split; when given, a class that cannot
+      hold its count is refused by name (and ``minority='short_first'`` needs them).
+    class_names: for those messages.
+
+  Returns:
+    The counts, or None for the 'original' profile (the split as it comes).
+  """
   if case.profile == "original":
     return None
-  if case.profile == "step":
-    return imbalance.step(num_classes, max_count, case.rho, case.mu,
-                          minority=config.minority, key=key)
-  if case.profile == "linear":
-    order = "ascending" if config.minority == "lowest" else "random"
-    return imbalance.linear(num_classes, max_count, case.rho, order=order, key=key)
-  return imbalance.exponential(num_classes, max_count, case.rho)
+  key = jax.random.fold_in(jax.random.key(data_seed(config)), _hash32("counts", case.name))
+  return imbalance.case_counts(
+      case.profile, num_classes, max_count, case.rho, case.mu, minority=config.minority,
+      key=key, available=available, class_names=class_names, case=case.name)
 
 
 def case_subset(config, case: Case, labels: np.ndarray, counts: np.ndarray) -> np.ndarray:
   if case.profile == "original":
     return np.arange(len(labels))
-  key = jax.random.fold_in(jax.random.key(config.seed), _hash32("subset", case.name))
+  key = jax.random.fold_in(jax.random.key(data_seed(config)), _hash32("subset", case.name))
   return np.asarray(imbalance.subsample(labels, counts, key))
 
 
@@ -143,16 +177,19 @@ def model_specs(config, case: Case) -> tuple[list[ModelSpec], list[RowSpec]]:
       root = methods_lib.get(root.starts_from or root.evaluates)
     return ratios if root.resamples else (1.0,)
 
+  wds = [None if wd is None else float(wd) for wd in (config.get("weight_decays") or
+                                                       (None,))]
   for lr in config.base_lrs:
-    for rep in range(config.lr_repeats):
-      for m in trained:
-        for r in ratios_of(m):
-          specs.append(ModelSpec(case, m, r, float(lr), rep))
-      for m in requested:
-        trained_name = m.evaluates or m.name
-        for r in ratios_of(m):
-          rows.append(RowSpec(m, ModelSpec(case, methods_lib.get(trained_name), r,
-                                           float(lr), rep)))
+    for wd in wds:
+      for rep in range(config.lr_repeats):
+        for m in trained:
+          for r in ratios_of(m):
+            specs.append(ModelSpec(case, m, r, float(lr), rep, wd))
+        for m in requested:
+          trained_name = m.evaluates or m.name
+          for r in ratios_of(m):
+            rows.append(RowSpec(m, ModelSpec(case, methods_lib.get(trained_name), r,
+                                             float(lr), rep, wd)))
   return specs, rows
 
 

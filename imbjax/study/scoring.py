@@ -7,8 +7,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from imbjax import losses
 from imbjax import metrics
+from imbjax import posthoc as posthoc_lib
 from imbjax import thresholding
 
 
@@ -30,10 +30,10 @@ def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
     counts: training class counts of the model's imbalanced subset (the prior is
       estimated on the imbalanced set before sampling, Section 2.2).
     num_classes: C.
-    posthoc: 'none', 'prior' (thresholding: the decision is argmax of p / prior),
-      'logit_adjust' (logits - tau log prior, tau chosen on `val`, default 1),
-      'tau_norm' (`logits` is then a dict tau -> (test_logits, val_logits) of the
-      tau-normalised classifier; tau chosen on `val` by accuracy, default 1).
+    posthoc: a name in `imbjax.posthoc` ('none'; 'prior', the paper's thresholding;
+      'logit_adjust'; 'tau_norm'). For a method that acts on the classifier
+      (``on='classifier'``), `logits` is a dict tau -> (test_logits, val_logits) of the
+      adjusted classifier; a tau is chosen on `val` (else the method's default).
     val: optional (val_logits, val_labels) for choosing tau; for 'tau_norm' only the
       validation labels are used.
 
@@ -42,6 +42,7 @@ def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
     without a non-finite loss, or it diverged before its first step) gets NaN metrics
     and ``extra['non_finite_outputs'] = True``; the caller marks it diverged.
   """
+  entry = posthoc_lib.get(posthoc)
   prior = thresholding.class_prior(counts)
   extra = {}
   outputs = list(logits.values()) if isinstance(logits, dict) else [(logits, None)]
@@ -53,24 +54,22 @@ def score(logits: np.ndarray, labels: np.ndarray, counts: np.ndarray,
     return {"auc": nan, "accuracy": nan, "thresholded_accuracy": nan,
             "balanced_accuracy": nan, "per_class_recall": [nan] * num_classes,
             "extra": {"non_finite_outputs": True}}
-  if posthoc == "tau_norm":
-    taus = sorted(logits)
-    tau = 1.0
-    if val is not None and all(logits[t][1] is not None for t in taus):
-      accs = [float(metrics.accuracy(logits[t][1], jnp.asarray(val[1]))) for t in taus]
-      tau = taus[int(np.argmax(accs))]
+  if entry.on == "classifier":  # logits: {tau: (test, val)} of the adjusted classifier
+    tau = entry.default_tau
+    if val is not None and all(logits[t][1] is not None for t in logits):
+      tau = posthoc_lib.choose_tau(entry, {t: lv for t, (_, lv) in logits.items()},
+                                   val[1], prior)
     logits = logits[tau][0]
     extra["tau"] = float(tau)
-  elif posthoc == "logit_adjust":
-    tau = 1.0
+  elif entry.on == "logits":
+    tau = entry.default_tau
     if val is not None:
-      taus = np.linspace(0.0, 2.0, 9)
-      tau = float(losses.select_tau(val[0], val[1], prior, taus))
-    logits = losses.posthoc_logit_adjust(logits, prior, tau)
-    extra["tau"] = tau
+      tau = posthoc_lib.choose_tau(entry, val[0], val[1], prior)
+    logits = entry.fn(logits, prior, tau)
+    extra["tau"] = float(tau)
   probs = _softmax(logits)
   thresholded = thresholding.apply_prior(probs, prior)
-  decision = thresholded if posthoc == "prior" else probs
+  decision = entry.fn(probs, prior) if entry.on == "probs" else probs
   preds = jnp.argmax(decision, -1)
   labels_j = jnp.asarray(labels)
   row = {

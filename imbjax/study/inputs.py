@@ -1,0 +1,94 @@
+"""Where a group's models read their data: on the device, or streamed from the host.
+
+Both forms answer the same two questions, so a group never asks which one it has:
+`train_data(members, seeds)` gives what `imbjax.engine.fit` trains on, and
+`logits(trainer, state, split, size)` gives host logits [size, N, C] of the population's
+first `size` models on 'test', 'val' or 'curve' (the test examples scored at log
+points for Figure 8), or None when the input has no such split.
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import jax.numpy as jnp
+import numpy as np
+
+from imbjax import engine
+from imbjax.datasets import streaming
+from imbjax.study.data import StudyData
+
+
+def _augment(config):
+  if not config.augment_crop:
+    return None
+  return streaming.ImageNetAugment(config.augment_resize, config.augment_crop)
+
+
+class DeviceInputs:
+  """The training split resident on every device once; test, validation and curve
+  examples placed once per study."""
+
+  def __init__(self, config, data: StudyData, mesh):
+    self.config = config
+    self.labels = {"test": np.asarray(data.test.labels)}
+    self.train = engine.place(
+        engine.TrainData(images=data.train.images.astype(np.float32),
+                         labels=data.train.labels.astype(np.int32)), mesh, replicated=True)
+    self.images = {"test": engine.place(data.test.images, mesh, replicated=True)}
+    if config.curve_test_examples > 0:
+      n_curve = min(config.curve_test_examples, len(data.test.labels))
+      self.images["curve"] = self.images["test"][:n_curve]
+      self.labels["curve"] = np.asarray(data.test.labels[:n_curve])
+    if data.val is not None:
+      self.images["val"] = engine.place(data.val.images, mesh, replicated=True)
+      self.labels["val"] = np.asarray(data.val.labels)
+
+  def train_data(self, members: Sequence[engine.Member], seeds: Sequence[int]):
+    del members, seeds  # every model indexes the one resident split by its own plan
+    return self.train
+
+  def logits(self, trainer, state, split: str, size: int) -> np.ndarray | None:
+    if split not in self.images:
+      return None
+    return engine.fetch(engine.predict(
+        trainer, state, self.images[split],
+        batch_size=self.config.eval_batch_size))[:size]
+
+
+class StreamInputs:
+  """Per-model streams of the training split (tf.data, `datasets.streaming`); the test
+  split streamed in order for evaluation. No validation split and no curves."""
+
+  def __init__(self, config, data: StudyData):
+    self.config = config
+    self.data = data
+    self.labels = {"test": np.asarray(data.test.labels)}
+
+  def train_data(self, members: Sequence[engine.Member], seeds: Sequence[int]):
+    if any(bool(m.classwise) for m in members):
+      raise ValueError("class-wise sampling methods need input='device'")
+    plans = [np.asarray(m.plan)[:int(m.plan_len)] for m in members]
+    return streaming.PopulationBatches(self.data.train, plans, seeds,
+                                       batch_size=self.config.batch_size,
+                                       augment=_augment(self.config))
+
+  def logits(self, trainer, state, split: str, size: int) -> np.ndarray | None:
+    if split != "test":
+      return None
+    source = self.data.test
+    out = []
+    for batch in streaming.iterate(source, np.arange(source.num_examples), seed=0,
+                                   batch_size=self.config.eval_batch_size, train=False,
+                                   augment=_augment(self.config)):
+      images = jnp.asarray(batch["images"], jnp.float32)
+      out.append(engine.fetch(engine.predict(
+          trainer, state, images, batch_size=self.config.eval_batch_size))[:size])
+    return np.concatenate(out, axis=1)
+
+
+def make_inputs(config, data: StudyData, mesh):
+  """The study's inputs: `StreamInputs` for ``config.input == 'stream'``, else device."""
+  if config.input == "stream":
+    return StreamInputs(config, data)
+  return DeviceInputs(config, data, mesh)
