@@ -20,9 +20,9 @@ import jax.numpy as jnp
 import optax
 
 from imbjax import models
-from imbjax.models import layers
+from imbjax.ops import im2col
 
-_PATCHERS = {'slices': layers.im2col_slices, 'xla_patches': layers.im2col_xla_patches}
+_PATCHERS = {'slices': im2col.im2col_slices, 'xla_patches': im2col.im2col_xla_patches}
 
 
 def _make_runner(name: str, impl: str, patches: str, p: int, steps: int, batch: int):
@@ -68,7 +68,7 @@ def main() -> None:
   for impl, patches in variants:
     # Conv looks `im2col_slices` up at trace time, so swapping the module global
     # switches the patch builder for this run only.
-    layers.im2col_slices = _PATCHERS[patches]
+    im2col.im2col_slices = _PATCHERS[patches]
     fn, args = _make_runner(a.model, impl, patches, a.models, a.steps, a.batch)
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
@@ -82,7 +82,7 @@ def main() -> None:
     results[(impl, patches)] = ips
     print(f'{impl:7s} {patches:12s} first call {compile_s:6.1f}s  best {best:7.3f}s  '
           f'{ips:8.0f} img/s  x{ips / results[variants[0]]:.2f} vs {variants[0]}', flush=True)
-  layers.im2col_slices = _PATCHERS['slices']
+  im2col.im2col_slices = _PATCHERS['slices']
 
 
 if __name__ == '__main__':

@@ -32,7 +32,7 @@ import numpy as np
 
 from benchmarks import population_throughput
 from imbjax import population as pop
-from imbjax.models import layers
+from imbjax.ops import banded
 
 PAPER_NETWORKS = 22_500
 PAPER_ITERATIONS = 10_000
@@ -75,7 +75,7 @@ def measure(impl: str, p: int, steps: int, data, labels, model_block=None,
   nets_per_hour = images_per_s * 3600 / (PAPER_ITERATIONS * BATCH)
   stats = jax.devices()[0].memory_stats() or {}
   return {"impl": impl, "P": p, "model_block": model_block, "dtype": dtype, "steps": steps,
-          "min_band_cols": layers._MIN_BAND_COLS,  # pylint: disable=protected-access
+          "min_band_cols": banded._MIN_BAND_COLS,  # pylint: disable=protected-access
           "seconds": dt, "all_seconds": times, "compile_s": compile_s,
           "images_per_s": images_per_s, "networks_per_hour": nets_per_hour,
           "paper_mnist_study_hours": PAPER_NETWORKS / nets_per_hour,
@@ -118,7 +118,7 @@ def main(argv=None) -> dict:
                   help="timed chunks per configuration; the median is reported")
   ap.add_argument("--min-band-cols", type=int, default=None,
                   help="'banded' tile rule: narrowest tile whose band has at least this "
-                  "many columns (imbjax.models.layers._MIN_BAND_COLS, tuned on CPU); "
+                  "many columns (imbjax.models.banded._MIN_BAND_COLS, tuned on CPU); "
                   "1 gives one-column tiles, a large value untiled bands")
   ap.add_argument("--markdown", default=None,
                   help="also append a dated markdown section (command + table) to this "
@@ -130,7 +130,7 @@ def main(argv=None) -> dict:
   if args.min_band_cols is not None:
     if args.min_band_cols < 1:
       raise ValueError(f"--min-band-cols must be >= 1, got {args.min_band_cols}")
-    layers._MIN_BAND_COLS = args.min_band_cols  # pylint: disable=protected-access
+    banded._MIN_BAND_COLS = args.min_band_cols  # pylint: disable=protected-access
   rng = np.random.default_rng(0)
   n = args.train_size
   labels = rng.integers(0, 10, n).astype(np.int32)

@@ -12,7 +12,7 @@ Variables are {'params': ...}, plus {'batch_stats': ...} for ResNet-10 (train it
 | 'resnet10' | Sec. 3.3.3 (ILSVRC) | (224, 224, 3)  | 5,418,792 (+5,760 BN stats)|
 
 Convolutions are lowered per backend and model (`conv_impl`; see
-`imbjax.models.layers`): 'im2col' (patches x one matmul), 'banded' (image rows x a
+`imbjax.ops`): 'im2col' (patches x one matmul), 'banded' (image rows x a
 banded kernel matrix; for narrow images), 'winograd' (a 1-D Winograd transform along
 the width; fewer multiply-adds than a direct convolution) or 'xla'
 (`lax.conv_general_dilated`). 'auto' picks, from measurements: LeNet-5 winograd on CPU
@@ -38,9 +38,10 @@ from flax import linen as nn
 
 from imbjax.models.allcnn import OUTPUT_LAYERS as _ALLCNN_OUTPUT_LAYERS
 from imbjax.models.allcnn import AllCNN
-from imbjax.models.layers import CONV_IMPLS, Conv, max_pool, resolve_conv_impl
+from imbjax.models.layers import Conv
 from imbjax.models.lenet import LeNet5
 from imbjax.models.resnet import ResNet10
+from imbjax.ops import CONV_IMPLS, max_pool, resolve_conv_impl
 
 __all__ = ['names', 'get', 'output_layers', 'input_shape', 'has_batch_stats',
            'LeNet5', 'AllCNN', 'ResNet10', 'Conv', 'max_pool', 'resolve_conv_impl',

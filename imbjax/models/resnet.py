@@ -23,7 +23,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from imbjax.models.layers import Conv, caffe_msra, max_pool
+from imbjax.models.layers import Conv, caffe_msra
+from imbjax.ops import max_pool
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
