@@ -112,13 +112,111 @@ def test_bad_arguments_are_refused():
 def test_auto_resolves_by_backend_and_model(backend, monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: backend)
   cpu = backend == 'cpu'
-  assert models.get('lenet5', num_classes=10).conv_impl == ('winograd' if cpu else 'banded')
-  assert models.get('allcnn', num_classes=10).conv_impl == 'im2col'
-  assert models.get('resnet10', num_classes=10).conv_impl == ('im2col' if cpu else 'xla')
-  assert ops.resolve_conv_impl('auto') == ('im2col' if cpu else 'xla')
-  for impl in ('xla', 'im2col', 'banded', 'winograd'):
-    assert ops.resolve_conv_impl(impl) == impl
-    assert models.get('allcnn', num_classes=10, conv_impl=impl).conv_impl == impl
+  # The lowering `get` resolved is the one bound into the model's conv op.
+  impl = lambda net: net.conv.keywords['impl']
+  assert models.resolve_impl('lenet5') == ('winograd' if cpu else 'banded')
+  assert impl(models.get('lenet5', num_classes=10)) == ('winograd' if cpu else 'banded')
+  assert impl(models.get('allcnn', num_classes=10)) == 'im2col'
+  assert impl(models.get('resnet10', num_classes=10)) == ('im2col' if cpu else 'xla')
+  # No table (a model nobody measured): plain XLA convolutions.
+  assert ops.resolve_conv_impl('auto') == 'xla'
+  for impl_ in ('xla', 'im2col', 'banded', 'winograd'):
+    assert ops.resolve_conv_impl(impl_) == impl_
+    assert impl(models.get('allcnn', num_classes=10, conv_impl=impl_)) == impl_
+
+
+class _TinyCNN(nn.Module):
+  """A user's network: no conv_impl, dtype or conv field."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.relu(nn.Conv(4, (3, 3))(x))
+    return nn.Dense(self.num_classes, name='head')(x.reshape(x.shape[0], -1))
+
+
+class _TinyOnConv(nn.Module):
+  """A user's network built on the op `get` passes, with batch norm."""
+  num_classes: int
+  conv: object = layers.Conv
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = self.conv(4, 3, name='conv')(x)
+    x = nn.BatchNorm(use_running_average=not train, name='bn')(x)
+    return nn.Dense(self.num_classes, name='head')(x.mean(axis=(1, 2)))
+
+
+@pytest.fixture
+def user_models():
+  added = []
+
+  def register(name, *args, **kwargs):
+    models.register(name, *args, **kwargs)
+    added.append(name)
+
+  yield register
+  for name in added:  # leave the registry as the other tests expect it
+    models.registry._REGISTRY.pop(name, None)
+
+
+def test_register_a_user_model_and_build_it(user_models, monkeypatch):
+  user_models('tiny', _TinyCNN, input_shape=(8, 8, 1), output_layers=['head'])
+  assert models.names()[-1] == 'tiny' and models.names()[:3] == ('lenet5', 'allcnn', 'resnet10')
+  net = models.get('tiny', num_classes=3, conv_impl='im2col', dtype=jnp.bfloat16)
+  assert isinstance(net, _TinyCNN) and net.num_classes == 3
+  x = jnp.ones((2, *models.input_shape('tiny')))
+  v = net.init(KEY, x)
+  assert net.apply(v, x).shape == (2, 3)
+  assert models.output_layers('tiny') == ('head',)
+  assert models.has_batch_stats('tiny') is False  # found out from an abstract init
+  # 'auto' for a model without a table is 'xla' on every backend.
+  assert models.auto_impl('tiny') is None
+  for backend in ('cpu', 'gpu'):
+    monkeypatch.setattr(jax, 'default_backend', lambda b=backend: b)
+    assert models.resolve_impl('tiny') == 'xla'
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match="takes no conv op"):
+    models.get('tiny', num_classes=3, conv_options={'min_band_cols': 1})
+  # A model on `Conv` receives the op with the lowering, dtype and options bound.
+  user_models('tiny_conv', _TinyOnConv, input_shape=(8, 8, 1), output_layers=('head',),
+              auto_impl=('banded', 'im2col'))
+  net = models.get('tiny_conv', num_classes=2, conv_options={'band_tile': 2})
+  assert net.conv.keywords == {'impl': models.resolve_impl('tiny_conv'),
+                               'dtype': jnp.float32, 'band_tile': 2}
+  assert models.has_batch_stats('tiny_conv') is True
+  x = jnp.ones((2, 8, 8, 1))
+  for impl in ('xla', 'banded'):
+    net = models.get('tiny_conv', num_classes=2, conv_impl=impl)
+    assert net.apply(net.init(KEY, x), x).shape == (2, 2)
+
+
+def test_register_refuses_bad_entries(user_models):
+  user_models('tiny', _TinyCNN, input_shape=(8, 8, 1), output_layers=('head',))
+  ok = dict(input_shape=(8, 8, 1), output_layers=('head',))
+  with pytest.raises(ValueError, match="'tiny' is already registered; pass overwrite=True"):
+    models.register('tiny', _TinyCNN, **ok)
+  with pytest.raises(ValueError, match="'lenet5' is already registered"):
+    models.register('lenet5', _TinyCNN, **ok)
+  user_models('tiny', _TinyCNN, input_shape=(9, 9, 2), output_layers=('head',),
+              overwrite=True)
+  assert models.input_shape('tiny') == (9, 9, 2)
+  for bad in ((8, 8), (8, 8, 0), (8, 8, 1.0), 8, '881'):
+    with pytest.raises(ValueError, match='input_shape must be'):
+      models.register('other', _TinyCNN, input_shape=bad, output_layers=('head',))
+  for bad in ((), 'head', ('head', '')):
+    with pytest.raises(ValueError, match='output_layers must be'):
+      models.register('other', _TinyCNN, input_shape=(8, 8, 1), output_layers=bad)
+  with pytest.raises(ValueError, match="auto_impl must be None or.*got \\('fft', 'xla'\\)"):
+    models.register('other', _TinyCNN, auto_impl=('fft', 'xla'), **ok)
+  with pytest.raises(ValueError, match='has_batch_stats must be'):
+    models.register('other', _TinyCNN, has_batch_stats=1, **ok)
+  with pytest.raises(ValueError, match='num_classes'):
+    models.register('other', lambda classes: _TinyCNN(classes), **ok)
+  for bad in ('', None):
+    with pytest.raises(ValueError, match='non-empty string'):
+      models.register(bad, _TinyCNN, **ok)
+  assert 'other' not in models.names()
 
 
 # ------------------------------------------------------------------ counts and shapes
