@@ -108,3 +108,25 @@ def test_one_channel_banded_conv_has_its_own_kernel_gradient_on_cpu(monkeypatch)
                                                      jnp.zeros((5, 5, 2, 4))).eqns}
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   assert 'custom_vjp_call' not in names()  # unmeasured off CPU: the plain band gradient
+
+
+def test_min_band_cols_is_an_argument_of_the_tile_rule_and_of_conv(monkeypatch):
+  assert banded.MIN_BAND_COLS == 192
+  assert banded.pick_band_tile(8, 50, min_band_cols=100) == 2
+  assert banded.pick_band_tile(8, 50, min_band_cols=1) == 1
+  assert banded.pick_band_tile(8, 50, min_band_cols=10_000) == 8  # one untiled band
+  assert banded.pick_band_tile(8, 50, 4, min_band_cols=1) == 4  # a given tile wins
+  for bad in (0, -1, 2.0, True):
+    with pytest.raises(ValueError, match=f'min_band_cols must be a positive int, got {bad!r}'):
+      banded.pick_band_tile(8, 50, min_band_cols=bad)
+  # Conv passes it through: the tiles it picks change, the values do not.
+  tiles = []
+  real = banded._banded_rows
+  monkeypatch.setattr(banded, '_banded_rows', lambda x, k, s, tile: tiles.append(tile)
+                      or real(x, k, s, tile))
+  x = jax.random.normal(jax.random.key(1), (2, 12, 12, 3))
+  conv = layers.Conv(50, 5, impl='banded')
+  v = conv.init(KEY, x)
+  ys = [layers.Conv(50, 5, impl='banded', min_band_cols=m).apply(v, x) for m in (192, 1)]
+  assert tiles[-2:] == [4, 1]
+  np.testing.assert_allclose(ys[0], ys[1], rtol=1e-5, atol=1e-5)

@@ -46,20 +46,11 @@ __all__ = ['names', 'get', 'register', 'resolve_impl', 'auto_impl', 'output_laye
            'input_shape', 'has_batch_stats', 'LeNet5', 'AllCNN', 'ResNet10', 'Conv',
            'max_pool', 'resolve_conv_impl', 'CONV_IMPLS']
 
-# The 'auto' tables, (on CPU, elsewhere), from measurements
-# (benchmarks/README.md, 2026-11-28):
-# - LeNet-5 'banded' off CPU: on an H200 (P=2048, batch 64) it trained 1.7x as fast as
-#   im2col in float32 (2.45M vs 1.43M images/s) and 2.2x in bfloat16 (4.06M vs 1.79M).
-#   On CPU: banded beat im2col ~1.3-1.4x in the population step (2 AMD EPYC cores), band
-#   tiles added ~1.25x (2 Intel Xeon cores), and 'winograd' (conv2 by a 1-D Winograd
-#   transform, conv1 banded) another 1.21x at P=1 and 1.16x at P=32 (in-process A/B,
-#   2 Intel Xeon cores, 2026-11-28). Winograd is unmeasured on a GPU.
-# - All-CNN 'im2col': on the H200 im2col beat XLA's grouped convolution under `vmap`
-#   ~5x; banded (tiles of 1-2 columns) trained 0.9x as fast as im2col on CPU (61.6 vs
-#   67.9 img/s, 2 models, batch 64, 2 Intel Xeon cores). Banded is unmeasured on a GPU.
-# - ResNet-10 keeps 'xla' off CPU: XLA:GPU aborts compiling its vmapped im2col graph (a
-#   Triton GEMM tiling check).
-
+# The 'auto' tables, (on CPU, elsewhere), each the fastest lowering measured for that
+# model on that backend (benchmarks/README.md: "Results on this CPU", "GPU (H200)"):
+# LeNet-5 'banded' on the GPU (Winograd is unmeasured there); All-CNN 'im2col' (banded
+# measured slower on CPU, unmeasured on a GPU); ResNet-10 'xla' off CPU because XLA:GPU
+# aborted compiling its vmapped im2col graph (a Triton GEMM tiling check).
 register('lenet5', make_lenet5, input_shape=(28, 28, 1), output_layers=('fc2',),
          has_batch_stats=False, auto_impl=('winograd', 'banded'))
 register('allcnn', AllCNN, input_shape=(32, 32, 3), output_layers=_ALLCNN_OUTPUT_LAYERS,

@@ -58,20 +58,23 @@ class Conv(nn.Module):
     impl: 'xla', 'im2col', 'banded' or 'winograd' (resolve 'auto' with
       `resolve_conv_impl` first).
     patches: how 'im2col' builds its patches: 'slices' (`im2col_slices`; cheap to
-      differentiate) or 'xla' (`im2col_xla_patches`). 'xla' is ~5x faster forward on
-      XLA:CPU for a one-channel input (1.6 vs 8.9 ms per LeNet conv1 batch of 64) but its
-      transpose is ~5x slower than the slices' one, so use it only where no gradient
-      flows into the input: the first layer, whose input is data.
+      differentiate) or 'xla' (`im2col_xla_patches`). 'xla' is faster forward on
+      XLA:CPU for a one-channel input but its transpose is slower than the slices' one
+      (measured: benchmarks/README.md, "Convolution lowering micro-benchmark"), so use
+      it only where no gradient flows into the input: the first layer, whose input is
+      data.
     band_tile: output columns per band tile under 'banded' (a divisor of the output
-      width); None picks by `pick_band_tile`'s rule.
+      width); None picks by `ops.pick_band_tile`'s rule.
+    min_band_cols: that rule's minimum band width (tile * features), under 'banded';
+      the default is tuned on CPU (`ops.MIN_BAND_COLS`).
     winograd_tile: output columns per transform under 'winograd' (a divisor of the
-      output width); None picks by `pick_winograd_tile`'s rule.
+      output width); None picks by `ops.pick_winograd_tile`'s rule.
     pool: 0, or a non-overlapping max-pooling window (stride = window) applied to the
       convolution's output BEFORE the bias is added: max(y + b) = max(y) + b exactly
       (float rounding is monotonic), and the bias then touches window**2 times fewer
       values. Pooling is `max_pool(y, pool, pool, impl)`; under 'banded' on CPU with a
       one-channel input and stride 1 (LeNet-5's conv1) convolution and pooling are one
-      fused op (`_banded_pool_one_channel`).
+      fused op (`ops.banded._banded_pool_one_channel`).
     kernel_init, bias_init: initialisers.
     dtype: computation dtype; parameters are kept in `param_dtype`.
     param_dtype: parameter dtype.
@@ -84,6 +87,7 @@ class Conv(nn.Module):
   impl: str = 'xla'
   patches: str = 'slices'
   band_tile: int | None = None
+  min_band_cols: int = banded.MIN_BAND_COLS
   winograd_tile: int | None = None
   pool: int = 0
   kernel_init: Initializer = caffe_xavier
@@ -114,18 +118,20 @@ class Conv(nn.Module):
     x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=self.dtype)
 
     padded = (x.shape[0], x.shape[1] + sum(pads[0]), x.shape[2] + sum(pads[1]), c_in)
-    fused = (self.pool and self.impl == 'banded' and st == (1, 1)
-             and jax.default_backend() == 'cpu'
-             and banded._pool_plan(padded, kernel.shape, self.pool, self.band_tile) is not None)
+    plan = (banded._pool_plan(padded, kernel.shape, self.pool, self.band_tile,
+                              self.min_band_cols)
+            if (self.pool and self.impl == 'banded' and st == (1, 1)
+                and jax.default_backend() == 'cpu') else None)
+    fused = plan is not None
     if fused:
       if any(p for pair in pads for p in pair):
         x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
-      y = banded._banded_pool_one_channel(x, kernel, self.pool, self.band_tile)
+      y = banded._banded_pool_one_channel(x, kernel, self.pool, plan[4])  # tile resolved
     elif self.impl == 'xla':
       y = lax.conv_general_dilated(x, kernel, st, pads,
                                    dimension_numbers=('NHWC', 'HWIO', 'NHWC'))
     elif self.impl == 'banded':
-      y = banded.banded_conv(x, kernel, st, pads, self.band_tile)
+      y = banded.banded_conv(x, kernel, st, pads, self.band_tile, self.min_band_cols)
     elif self.impl == 'winograd':
       y = winograd.winograd_conv(x, kernel, st, pads, self.winograd_tile)
     else:

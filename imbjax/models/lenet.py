@@ -42,8 +42,9 @@ class LeNet5(nn.Module):
     conv1 = self.conv if self.conv1 is None else self.conv1
     # The input is data (never differentiated), so conv1 can take XLA's patch op, which
     # is much faster forward on CPU for one channel; see `Conv.patches`.
-    # Each conv is followed by its 2x2 max-pool inside `Conv` (`pool=2`): the bias comes
-    # after the pool, and on CPU conv1 and its pool are one fused op.
+    # Table 2's max-pools run inside `Conv` (`pool=2`): the bias comes after the pool
+    # (exact: max(y + b) = max(y) + b), and on CPU conv1 and its pool are one fused op,
+    # the step's fastest form (benchmarks/README.md, "Session 5").
     x = conv1(20, 5, patches='xla', pool=2, dtype=self.dtype, name='conv1')(x)
     x = self.conv(50, 5, pool=2, dtype=self.dtype, name='conv2')(x)
     # Flattened in HWC order (Caffe flattens CHW); only matters for weight import.
@@ -58,9 +59,9 @@ def make_lenet5(*, num_classes: int, conv: Any, conv_impl: str, dtype: Any) -> L
   """The registry's factory for 'lenet5': conv1 runs 'banded' where conv2 is 'winograd'.
 
   'winograd' pays where its batched matmul has a deep K = KH*C_in (conv2: 100); on a
-  one-channel input K is 5, and in the engine's step (2 Intel Xeon cores, P=1,
-  2026-11-28) Winograd in both layers ran 0.98x banded, Winograd in conv2 alone with
-  a banded conv1 1.21x. So conv1 stays banded under 'winograd'.
+  one-channel input K is 5, and Winograd in both layers measured no faster than banded
+  while Winograd in conv2 alone with a banded conv1 was (benchmarks/README.md,
+  "Session 4", Winograd for conv2). So conv1 stays banded under 'winograd'.
 
   Args:
     num_classes: output classes.

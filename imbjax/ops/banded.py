@@ -40,26 +40,35 @@ def banded_kernel(kernel: jax.Array, width: int, strides_w: int = 1) -> jax.Arra
   return jnp.stack(cols, axis=3).reshape(kh * width * c, wo * o)  # (KH, W, C, WO, O)
 
 
-# `banded_conv` tiles the output columns so that each band has at least this many
-# matmul columns (tile width * output channels). Measured on 2 Intel Xeon cores,
-# 2026-11-28, the engine's LeNet-5 step, interleaved A/B in one process: conv2
-# (12 columns in, 8 out, 50 channels) in tiles of 4 (band 800x200, 1.6x the
-# multiply-adds of a direct convolution) made the whole step 25-30% faster than one band
-# of 8 (1200x400, 2.4x) at P=1 and P=32; tiles of 2 (600x100) were slower than 4. For
-# conv1 (28 in, 24 out, 20 channels) tiles of 12 (80x240) and of 24 (140x480) measured
-# the same.
-_MIN_BAND_COLS = 192
+# `pick_band_tile`'s default: the narrowest tile whose band has at least this many matmul
+# columns (tile width * output channels). Narrower bands waste fewer multiply-adds, wider
+# ones make larger matmuls; 192 was the best trade for LeNet-5's conv2 (tiles of 4) on
+# CPU (measured: benchmarks/README.md, "Session 3", band tiles). Untuned on a GPU: pass
+# `min_band_cols` (`Conv.min_band_cols`) to try another.
+MIN_BAND_COLS = 192
 
 
-def pick_band_tile(wo: int, features: int, tile: int | None = None) -> int:
+def pick_band_tile(wo: int, features: int, tile: int | None = None,
+                   min_band_cols: int = MIN_BAND_COLS) -> int:
   """Output columns per band in `banded_conv`: `tile`, or the auto rule if None.
 
   The auto rule takes the narrowest tile that divides `wo` and gives the band at least
-  `_MIN_BAND_COLS` columns (all `wo` columns when none does).
+  `min_band_cols` columns (all `wo` columns when none does).
+
+  Args:
+    wo: output width.
+    features: output channels.
+    tile: a divisor of `wo`, or None for the auto rule.
+    min_band_cols: the auto rule's minimum band width (tile * features); 1 gives
+      one-column tiles, a large value one untiled band.
 
   Raises:
-    ValueError: if `tile` is given and is not a positive divisor of `wo`.
+    ValueError: if `tile` is given and is not a positive divisor of `wo`, or
+      `min_band_cols` is not a positive int.
   """
+  if (isinstance(min_band_cols, bool) or not isinstance(min_band_cols, int)
+      or min_band_cols < 1):
+    raise ValueError(f'min_band_cols must be a positive int, got {min_band_cols!r}')
   if tile is not None:
     if isinstance(tile, bool) or not isinstance(tile, int) or tile < 1 or wo % tile:
       divisors = [d for d in range(1, wo + 1) if wo % d == 0]
@@ -67,13 +76,14 @@ def pick_band_tile(wo: int, features: int, tile: int | None = None) -> int:
                        f'(one of {divisors}), got {tile!r}')
     return tile
   for d in range(1, wo + 1):
-    if wo % d == 0 and d * features >= _MIN_BAND_COLS:
+    if wo % d == 0 and d * features >= min_band_cols:
       return d
   return wo
 
 
 def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
-                pads: tuple[tuple[int, int], ...], tile: int | None = None) -> jax.Array:
+                pads: tuple[tuple[int, int], ...], tile: int | None = None,
+                min_band_cols: int = MIN_BAND_COLS) -> jax.Array:
   """Convolution as ONE matmul of stacked image rows with `banded_kernel`.
 
   Output row r needs input rows ``s*r + i`` for i < KH; those KH rows, each flattened
@@ -82,9 +92,9 @@ def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   whole output row at once. Untiled it does W/KW times the multiply-adds of a direct
   convolution (2.4x for LeNet-5's conv2, 5.6x for conv1) but replaces im2col's KH*KW-fold
   patch copies, which dominate a small CNN's step on XLA:CPU, by a KH-fold row copy, and
-  its matmuls have large K and N (e.g. 512x1200 @ 1200x400 instead of 4096x500 @ 500x50:
-  ~200 vs ~80 GFLOP/s on 2 AMD EPYC cores). Worth it only when W/KW is small, as in
-  LeNet-5; see `benchmarks/README.md`.
+  its matmuls have large K and N (e.g. 512x1200 @ 1200x400 instead of 4096x500 @ 500x50),
+  which run several times faster on XLA:CPU. Worth it only when W/KW is small, as in
+  LeNet-5 (measured: benchmarks/README.md, "Second session").
 
   Tiles: the WO output columns can be cut into tiles of `tile` columns. Each tile reads
   its own window of ``Wt = s*(tile-1) + KW`` input columns, and since convolution is
@@ -98,12 +108,14 @@ def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
     strides: (SH, SW).
     pads: ((top, bottom), (left, right)).
     tile: output columns per tile (a divisor of WO); None: `pick_band_tile`'s rule.
+    min_band_cols: `pick_band_tile`'s minimum band width when `tile` is None.
 
   Returns:
     (N, HO, WO, O).
 
   Raises:
-    ValueError: if the padded input is smaller than the kernel, or for a bad `tile`.
+    ValueError: if the padded input is smaller than the kernel, or for a bad `tile` or
+      `min_band_cols`.
   """
   if any(p for pair in pads for p in pair):
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)))
@@ -114,7 +126,7 @@ def banded_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
   if ho < 1 or wo < 1:
     raise ValueError(f'input spatial size {(h, w)} (after padding) is smaller than the '
                      f'kernel {(kh, kw)}')
-  tile = pick_band_tile(wo, o, tile)
+  tile = pick_band_tile(wo, o, tile, min_band_cols)
   if c == 1 and jax.default_backend() == 'cpu':
     return _banded_one_channel(x, kernel, (sh, sw), tile)
   return _banded_rows(x, kernel, (sh, sw), tile)
@@ -146,10 +158,9 @@ def _banded_rows(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
 # the kernel gradient as (KH*KW, M) @ (M, O), M = N*HO*WO, from KH*KW strided slices of
 # the input stacked on a LEADING axis. Both operands are then in the layout a matmul
 # wants, whereas the band's own gradient, xx^T @ dy, made XLA:CPU transpose the whole
-# output gradient (f32[240,3072] for LeNet-5, ~11% of a one-core step at ~1.6 GB/s).
-# Measured in the engine's step (2 Intel Xeon cores, 2026-11-28, in-process A/B): +11%
-# on one single-threaded core (5,241 vs 4,734 img/s, P=4), level on two threads (5,658
-# vs 5,705, P=1). Not used off CPU, where it is unmeasured.
+# output gradient (f32[240,3072] for LeNet-5). Faster on one single-threaded core, level
+# on two threads (measured: benchmarks/README.md, "Session 4", conv1's kernel gradient).
+# Not used off CPU, where it is unmeasured.
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3))
 def _banded_one_channel(x, kernel, strides, tile):
   return _banded_rows(x, kernel, strides, tile)
@@ -176,9 +187,9 @@ def _banded_one_channel_bwd(strides, tile, res, dy):
 _banded_one_channel.defvjp(_banded_one_channel_fwd, _banded_one_channel_bwd)
 
 
-# LeNet-5's conv1 and its 2x2 max-pool fused, on CPU (`Conv.pool`). Measured in the
-# engine's step (one single-threaded Intel Xeon core, P=4, in-process A/B against the
-# previous engine, 2026-11-29): +8%. Three things the separate layers cannot do:
+# LeNet-5's conv1 and its 2x2 max-pool fused, on CPU (`Conv.pool`): faster than the
+# separate layers in the engine's step (measured: benchmarks/README.md, "Session 5",
+# conv1 and its pool fused). Three things the separate layers cannot do:
 # - the banded matmul's rows come in (window row a, pooled row i) order and its band's
 #   columns in (window column b, pooled column j, channel) order, so that the pool's
 #   p*p candidates are p*p contiguous blocks of the matmul output and the max and the
@@ -192,14 +203,14 @@ _banded_one_channel.defvjp(_banded_one_channel_fwd, _banded_one_channel_bwd)
 #   576 and needs the unpooled gradient (a p*p-times larger scatter) first;
 # - the unpooled output gradient is never built unless the input's gradient is asked
 #   for (the input is data in LeNet-5, so XLA drops it).
-def _pool_plan(x_shape, kernel_shape, window, tile):
+def _pool_plan(x_shape, kernel_shape, window, tile, min_band_cols=MIN_BAND_COLS):
   """(HO, WO, PH, PW, tile) of a fused conv+pool, or None when it does not apply."""
   _, h, w, c = x_shape
   kh, kw, _, o = kernel_shape
   ho, wo = h - kh + 1, w - kw + 1
   if c != 1 or ho < window or wo < window or ho % window or wo % window:
     return None
-  tile = pick_band_tile(wo, o, tile)
+  tile = pick_band_tile(wo, o, tile, min_band_cols)
   if tile % window:
     return None
   return ho, wo, ho // window, wo // window, tile

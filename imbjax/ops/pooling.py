@@ -83,8 +83,8 @@ def max_pool(x: jax.Array, window: int, stride: int, impl: str, padding: int = 0
     x = x[:, :ho * window, :wo * window, :]
     x = x.reshape(n, ho, window, wo, window, c)
     # 'im2col' keeps jnp.max's gradient: on XLA:CPU the custom one fused into im2col's
-    # 25-way patch-gradient sum and conv1's transpose and made that fusion 17x slower
-    # (584 vs 35 ms per 64 model-steps); the H200 figures were measured with jnp.max.
+    # 25-way patch-gradient sum and conv1's transpose and made that fusion many times
+    # slower (measured: benchmarks/README.md, "Second session").
     return _tiled_max(x) if impl in ('banded', 'winograd') else x.max(axis=(2, 4))
   if padding:
     x = jnp.pad(x, ((0, 0), *pads, (0, 0)), constant_values=-jnp.inf)

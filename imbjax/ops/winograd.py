@@ -115,10 +115,10 @@ def pick_winograd_tile(wo: int, kw: int, tile: int | None = None) -> int:
 # while the minor (contiguous) axis of its operands and output stays the same, and several
 # times slower when it must move the minor axis (a transpose inside the fusion: scalar
 # code). The two helpers below state two transposed maps so that the channel axis stays
-# minor. Measured in the engine's LeNet-5 step (one single-threaded Intel Xeon core,
-# P=4, in-process A/B, 2026-11-29): `_input_transform` +8% (the next layer's gradient,
-# conv1's fused pool gradient, read conv2's input gradient transposed: 9% of the step),
-# `_stack_rows` +3% (a 5-way pad-and-add fusion at ~4 ns per element).
+# minor: `_input_transform` (the next layer's gradient, conv1's fused pool gradient, had
+# read conv2's input gradient transposed) and `_stack_rows` (the overlap-add had been a
+# 5-way pad-and-add fusion). Both measured faster in the engine's LeNet-5 step
+# (benchmarks/README.md, "Session 5", Winograd's backward pass).
 @functools.partial(jax.custom_vjp, nondiff_argnums=(1, 2))
 def _stack_rows(d: jax.Array, kh: int, ho: int) -> jax.Array:
   """Rows i .. i+HO-1 of `d` (axis 2) for each i < KH, concatenated on the last axis."""
@@ -231,8 +231,8 @@ def winograd_conv(x: jax.Array, kernel: jax.Array, strides: tuple[int, int],
     u = rows[0] if kh == 1 else jnp.concatenate(rows, axis=-1)  # (pts, N, HO, T, KH*C)
   v = jnp.einsum('xj,ijco->xico', g, kernel.astype(ft), precision=hi)
   # (pts, O, N*HO*T) rather than (pts, N*HO*T, O): the matmul's long side (512 for
-  # LeNet-5's conv2) becomes its vectorised N, not O = 50 (+3% for the step, measured as
-  # above; conv2's three matmuls 78 against 95 ms in a one-core profile).
+  # LeNet-5's conv2) becomes its vectorised N, not O = 50 (measured faster:
+  # benchmarks/README.md, "Session 5", conv2's matmul as (O, N*HO*T)).
   prod = lax.dot_general(v.reshape(pts, kh * c, o), u.reshape(pts, n * ho * t, kh * c),
                          (((1,), (2,)), ((0,), (0,))), precision=hi)
   y = jnp.einsum('mx,xonht->nhtmo', at, prod.reshape(pts, o, n, ho, t), precision=hi)
