@@ -3,7 +3,8 @@
 Modules own one concept each (see README's architecture section):
 `datasets` sources, `imbalance` class-count profiles, `sampling` index plans,
 `thresholding` prior correction, `metrics` scores, `losses` the loss family,
-`models` the paper's networks, `optim` SGD and schedules, `population` the vmapped
+`models` the paper's networks and the model registry, `ops` the convolution
+lowerings, `optim` SGD and schedules, `population` the vmapped
 trainer, `train` the study driver, `store` results, `figures` the paper's plots.
 """
 
