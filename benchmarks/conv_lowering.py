@@ -3,9 +3,10 @@
 Times P LeNet-5 models (own parameters, own batches) taking SGD steps as
 `lax.scan(vmap(value_and_grad(loss)))`, for each lowering: 'xla' (lax.conv, grouped
 under vmap), 'im2col' with slicing patches, 'im2col' with
-`lax.conv_general_dilated_patches`, and 'banded' (rows x banded kernel; the patch
-setting does not apply to it). Prints images/s (all models together) and the ratio
-to the first variant measured in the same run.
+`lax.conv_general_dilated_patches`, 'banded' (rows x banded kernel) and 'winograd'
+(a 1-D Winograd transform along the width); the patch setting (`Conv.patches`, passed
+as a conv option) applies to 'im2col' only. Prints images/s (all models together) and
+the ratio to the first variant measured in the same run; figures in benchmarks/README.md.
 
   python benchmarks/conv_lowering.py --models 8 --steps 20 --batch 64 [--model allcnn]
 """
@@ -20,13 +21,14 @@ import jax.numpy as jnp
 import optax
 
 from imbjax import models
-from imbjax.models import layers
 
-_PATCHERS = {'slices': layers.im2col_slices, 'xla_patches': layers.im2col_xla_patches}
+# variant name -> `Conv.patches`
+_PATCHES = {'slices': 'slices', 'xla_patches': 'xla'}
 
 
 def _make_runner(name: str, impl: str, patches: str, p: int, steps: int, batch: int):
-  net = models.get(name, num_classes=10, conv_impl=impl)
+  net = models.get(name, num_classes=10, conv_impl=impl,
+                   conv_options={'patches': _PATCHES[patches]})
   shape = models.input_shape(name)
 
   def loss_fn(params, x, y, key):
@@ -66,9 +68,6 @@ def main() -> None:
   results = {}
   variants = [tuple(v.split(':')) for v in a.variants.split(',')]
   for impl, patches in variants:
-    # Conv looks `im2col_slices` up at trace time, so swapping the module global
-    # switches the patch builder for this run only.
-    layers.im2col_slices = _PATCHERS[patches]
     fn, args = _make_runner(a.model, impl, patches, a.models, a.steps, a.batch)
     t0 = time.perf_counter()
     jax.block_until_ready(fn(*args))
@@ -82,7 +81,6 @@ def main() -> None:
     results[(impl, patches)] = ips
     print(f'{impl:7s} {patches:12s} first call {compile_s:6.1f}s  best {best:7.3f}s  '
           f'{ips:8.0f} img/s  x{ips / results[variants[0]]:.2f} vs {variants[0]}', flush=True)
-  layers.im2col_slices = _PATCHERS['slices']
 
 
 if __name__ == '__main__':

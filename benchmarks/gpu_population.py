@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import json
 import sys
 import time
@@ -32,7 +33,8 @@ import numpy as np
 
 from benchmarks import population_throughput
 from imbjax import engine
-from imbjax.models import layers
+from imbjax import models
+from imbjax.ops import banded
 
 PAPER_NETWORKS = 22_500
 PAPER_ITERATIONS = 10_000
@@ -50,10 +52,26 @@ def _members(p: int, labels: np.ndarray):
       enumerate(plans)])
 
 
+def lenet5_with_min_band_cols(min_band_cols: int) -> str:
+  """Registers LeNet-5 with `Conv.min_band_cols` bound; returns its registry name.
+
+  The engine builds its model by name (`Trainer.model`), so a variant of LeNet-5 with
+  another band tile rule is a registered model of its own.
+  """
+  name = f"lenet5_min_band_cols_{min_band_cols}"
+  models.register(name, functools.partial(models.get, "lenet5",
+                                          conv_options={"min_band_cols": min_band_cols}),
+                  input_shape=models.input_shape("lenet5"),
+                  output_layers=models.output_layers("lenet5"), has_batch_stats=False,
+                  auto_impl=models.auto_impl("lenet5"), overwrite=True)
+  return name
+
+
 def measure(impl: str, p: int, steps: int, data, labels, model_block=None,
-            dtype: str = "float32", repeats: int = 1) -> dict:
-  trainer = engine.Trainer(batch_size=BATCH, total_steps=PAPER_ITERATIONS, conv_impl=impl,
-                        model_block=model_block, compute_dtype=dtype)
+            dtype: str = "float32", repeats: int = 1, min_band_cols: int | None = None) -> dict:
+  model = "lenet5" if min_band_cols is None else lenet5_with_min_band_cols(min_band_cols)
+  trainer = engine.Trainer(model=model, batch_size=BATCH, total_steps=PAPER_ITERATIONS,
+                           conv_impl=impl, model_block=model_block, compute_dtype=dtype)
   members = jax.device_put(_members(p, labels))
   state = engine.init_population(trainer, members)
   t0 = time.perf_counter()
@@ -75,7 +93,7 @@ def measure(impl: str, p: int, steps: int, data, labels, model_block=None,
   nets_per_hour = images_per_s * 3600 / (PAPER_ITERATIONS * BATCH)
   stats = jax.devices()[0].memory_stats() or {}
   return {"impl": impl, "P": p, "model_block": model_block, "dtype": dtype, "steps": steps,
-          "min_band_cols": layers._MIN_BAND_COLS,  # pylint: disable=protected-access
+          "min_band_cols": banded.MIN_BAND_COLS if min_band_cols is None else min_band_cols,
           "seconds": dt, "all_seconds": times, "compile_s": compile_s,
           "images_per_s": images_per_s, "networks_per_hour": nets_per_hour,
           "paper_mnist_study_hours": PAPER_NETWORKS / nets_per_hour,
@@ -118,7 +136,8 @@ def main(argv=None) -> dict:
                   help="timed chunks per configuration; the median is reported")
   ap.add_argument("--min-band-cols", type=int, default=None,
                   help="'banded' tile rule: narrowest tile whose band has at least this "
-                  "many columns (imbjax.models.layers._MIN_BAND_COLS, tuned on CPU); "
+                  "many columns (Conv.min_band_cols; default imbjax.ops.MIN_BAND_COLS, tuned on "
+                  "CPU); "
                   "1 gives one-column tiles, a large value untiled bands")
   ap.add_argument("--markdown", default=None,
                   help="also append a dated markdown section (command + table) to this "
@@ -127,10 +146,8 @@ def main(argv=None) -> dict:
   if args.steps < 1 or args.repeats < 1:
     raise ValueError(f"--steps and --repeats must be >= 1, got {args.steps} and "
                      f"{args.repeats}")
-  if args.min_band_cols is not None:
-    if args.min_band_cols < 1:
-      raise ValueError(f"--min-band-cols must be >= 1, got {args.min_band_cols}")
-    layers._MIN_BAND_COLS = args.min_band_cols  # pylint: disable=protected-access
+  if args.min_band_cols is not None and args.min_band_cols < 1:
+    raise ValueError(f"--min-band-cols must be >= 1, got {args.min_band_cols}")
   rng = np.random.default_rng(0)
   n = args.train_size
   labels = rng.integers(0, 10, n).astype(np.int32)
@@ -142,7 +159,7 @@ def main(argv=None) -> dict:
       for p in (int(s) for s in args.sizes.split(",")):
         try:
           r = measure(impl, p, args.steps, data, labels, args.model_block, dtype,
-                      args.repeats)
+                      args.repeats, args.min_band_cols)
         except Exception as e:  # pylint: disable=broad-except
           # A short lease must not lose the other rows to one failing configuration (an
           # out-of-memory P, a lowering this compiler refuses): record it and go on.

@@ -1,4 +1,4 @@
-"""Tests for imbjax.models: the paper's networks, their registry and conv lowerings.
+"""Tests for imbjax.models: the paper's networks, their registry and the `Conv` module.
 
 Truths used: parameter counts from the paper's tables (and per-layer formulas),
 a NumPy float64 LeNet-5, `flax.linen.Conv` / `nn.max_pool`, the Caffe filler
@@ -14,10 +14,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
-from jax import lax
 
-from imbjax import models
+from imbjax import models, ops
 from imbjax.models import layers
+from imbjax.ops import banded, pooling, winograd
 
 KEY = jax.random.key(0)
 # These tests check numbers, not speed: skipping LLVM's optimisation passes makes the
@@ -105,20 +105,118 @@ def test_bad_arguments_are_refused():
   with pytest.raises(ValueError, match='padding'):
     layers.Conv(4, 3, padding='SAME').init(KEY, jnp.zeros((1, 5, 5, 1)))
   with pytest.raises(ValueError, match='impl'):
-    layers.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, 'fft')
+    pooling.max_pool(jnp.zeros((1, 4, 4, 1)), 2, 2, 'fft')
 
 
 @pytest.mark.parametrize('backend', ['cpu', 'gpu', 'tpu'])
 def test_auto_resolves_by_backend_and_model(backend, monkeypatch):
   monkeypatch.setattr(jax, 'default_backend', lambda: backend)
   cpu = backend == 'cpu'
-  assert models.get('lenet5', num_classes=10).conv_impl == ('winograd' if cpu else 'banded')
-  assert models.get('allcnn', num_classes=10).conv_impl == 'im2col'
-  assert models.get('resnet10', num_classes=10).conv_impl == ('im2col' if cpu else 'xla')
-  assert layers.resolve_conv_impl('auto') == ('im2col' if cpu else 'xla')
-  for impl in ('xla', 'im2col', 'banded', 'winograd'):
-    assert layers.resolve_conv_impl(impl) == impl
-    assert models.get('allcnn', num_classes=10, conv_impl=impl).conv_impl == impl
+  # The lowering `get` resolved is the one bound into the model's conv op.
+  impl = lambda net: net.conv.keywords['impl']
+  assert models.resolve_impl('lenet5') == ('winograd' if cpu else 'banded')
+  assert impl(models.get('lenet5', num_classes=10)) == ('winograd' if cpu else 'banded')
+  assert impl(models.get('allcnn', num_classes=10)) == 'im2col'
+  assert impl(models.get('resnet10', num_classes=10)) == ('im2col' if cpu else 'xla')
+  # No table (a model nobody measured): plain XLA convolutions.
+  assert ops.resolve_conv_impl('auto') == 'xla'
+  for impl_ in ('xla', 'im2col', 'banded', 'winograd'):
+    assert ops.resolve_conv_impl(impl_) == impl_
+    assert impl(models.get('allcnn', num_classes=10, conv_impl=impl_)) == impl_
+
+
+class _TinyCNN(nn.Module):
+  """A user's network: no conv_impl, dtype or conv field."""
+  num_classes: int
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = nn.relu(nn.Conv(4, (3, 3))(x))
+    return nn.Dense(self.num_classes, name='head')(x.reshape(x.shape[0], -1))
+
+
+class _TinyOnConv(nn.Module):
+  """A user's network built on the op `get` passes, with batch norm."""
+  num_classes: int
+  conv: object = layers.Conv
+
+  @nn.compact
+  def __call__(self, x, train=False):
+    x = self.conv(4, 3, name='conv')(x)
+    x = nn.BatchNorm(use_running_average=not train, name='bn')(x)
+    return nn.Dense(self.num_classes, name='head')(x.mean(axis=(1, 2)))
+
+
+@pytest.fixture
+def user_models():
+  added = []
+
+  def register(name, *args, **kwargs):
+    models.register(name, *args, **kwargs)
+    added.append(name)
+
+  yield register
+  for name in added:  # leave the registry as the other tests expect it
+    models.registry._REGISTRY.pop(name, None)
+
+
+def test_register_a_user_model_and_build_it(user_models, monkeypatch):
+  user_models('tiny', _TinyCNN, input_shape=(8, 8, 1), output_layers=['head'])
+  assert models.names()[-1] == 'tiny' and models.names()[:3] == ('lenet5', 'allcnn', 'resnet10')
+  net = models.get('tiny', num_classes=3, conv_impl='im2col', dtype=jnp.bfloat16)
+  assert isinstance(net, _TinyCNN) and net.num_classes == 3
+  x = jnp.ones((2, *models.input_shape('tiny')))
+  v = net.init(KEY, x)
+  assert net.apply(v, x).shape == (2, 3)
+  assert models.output_layers('tiny') == ('head',)
+  assert models.has_batch_stats('tiny') is False  # found out from an abstract init
+  # 'auto' for a model without a table is 'xla' on every backend.
+  assert models.auto_impl('tiny') is None
+  for backend in ('cpu', 'gpu'):
+    monkeypatch.setattr(jax, 'default_backend', lambda b=backend: b)
+    assert models.resolve_impl('tiny') == 'xla'
+  monkeypatch.undo()
+  with pytest.raises(ValueError, match="takes no conv op"):
+    models.get('tiny', num_classes=3, conv_options={'min_band_cols': 1})
+  # A model on `Conv` receives the op with the lowering, dtype and options bound.
+  user_models('tiny_conv', _TinyOnConv, input_shape=(8, 8, 1), output_layers=('head',),
+              auto_impl=('banded', 'im2col'))
+  net = models.get('tiny_conv', num_classes=2, conv_options={'band_tile': 2})
+  assert net.conv.keywords == {'impl': models.resolve_impl('tiny_conv'),
+                               'dtype': jnp.float32, 'band_tile': 2}
+  assert models.has_batch_stats('tiny_conv') is True
+  x = jnp.ones((2, 8, 8, 1))
+  for impl in ('xla', 'banded'):
+    net = models.get('tiny_conv', num_classes=2, conv_impl=impl)
+    assert net.apply(net.init(KEY, x), x).shape == (2, 2)
+
+
+def test_register_refuses_bad_entries(user_models):
+  user_models('tiny', _TinyCNN, input_shape=(8, 8, 1), output_layers=('head',))
+  ok = dict(input_shape=(8, 8, 1), output_layers=('head',))
+  with pytest.raises(ValueError, match="'tiny' is already registered; pass overwrite=True"):
+    models.register('tiny', _TinyCNN, **ok)
+  with pytest.raises(ValueError, match="'lenet5' is already registered"):
+    models.register('lenet5', _TinyCNN, **ok)
+  user_models('tiny', _TinyCNN, input_shape=(9, 9, 2), output_layers=('head',),
+              overwrite=True)
+  assert models.input_shape('tiny') == (9, 9, 2)
+  for bad in ((8, 8), (8, 8, 0), (8, 8, 1.0), 8, '881'):
+    with pytest.raises(ValueError, match='input_shape must be'):
+      models.register('other', _TinyCNN, input_shape=bad, output_layers=('head',))
+  for bad in ((), 'head', ('head', '')):
+    with pytest.raises(ValueError, match='output_layers must be'):
+      models.register('other', _TinyCNN, input_shape=(8, 8, 1), output_layers=bad)
+  with pytest.raises(ValueError, match="auto_impl must be None or.*got \\('fft', 'xla'\\)"):
+    models.register('other', _TinyCNN, auto_impl=('fft', 'xla'), **ok)
+  with pytest.raises(ValueError, match='has_batch_stats must be'):
+    models.register('other', _TinyCNN, has_batch_stats=1, **ok)
+  with pytest.raises(ValueError, match='num_classes'):
+    models.register('other', lambda classes: _TinyCNN(classes), **ok)
+  for bad in ('', None):
+    with pytest.raises(ValueError, match='non-empty string'):
+      models.register(bad, _TinyCNN, **ok)
+  assert 'other' not in models.names()
 
 
 # ------------------------------------------------------------------ counts and shapes
@@ -306,126 +404,23 @@ def test_lenet5_matches_numpy_reference(impl):
 def test_conv_lowerings_match_flax_conv(k, s, p, hw):
   x = jax.random.normal(jax.random.key(2), (2, hw, hw + 1, 3))
   ref = nn.Conv(4, (k, k), strides=s, padding='VALID' if p == 'VALID' else [(p, p)] * 2)
-  pads = layers._padding_pairs(p, (k, k))
 
   @_jit
   def run(x):
     v = jax.tree.map(lambda a: a + 0.1 if a.ndim == 1 else a, ref.init(KEY, x))
     got = [layers.Conv(4, k, strides=s, padding=p, impl=impl).apply(v, x)
            for impl in ('xla', 'im2col', 'banded') + (('winograd',) if s == 1 else ())]
-    return (ref.apply(v, x), got, layers.im2col_xla_patches(x, (k, k), (s, s), pads),
-            layers.im2col_slices(x, (k, k), (s, s), pads))
+    return ref.apply(v, x), got
 
-  want, got, patches_xla, patches_slices = run(x)
+  want, got = run(x)
   for g in got:
     np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-5)
-  np.testing.assert_array_equal(patches_xla, patches_slices)
-
-
-@pytest.mark.parametrize('window,stride,pad,hw', [(2, 2, 0, 8), (2, 2, 0, 9), (3, 2, 1, 8),
-                                                  (3, 2, 1, 7), (3, 2, 0, 9)])
-def test_max_pool_lowerings_match_reduce_window(window, stride, pad, hw):
-  x = jax.random.normal(jax.random.key(5), (2, hw, hw, 3))
-  want = nn.max_pool(x, (window, window), (stride, stride), [(pad, pad)] * 2)
-  for impl in ('xla', 'im2col', 'banded', 'winograd'):
-    np.testing.assert_array_equal(
-        _jit(lambda x, impl=impl: layers.max_pool(x, window, stride, impl, pad))(x), want)
-
-
-def test_banded_max_pool_gradient_goes_to_the_first_maximum_like_reduce_window():
-  # Ties are the normal case for LeNet-5's conv1 over MNIST's zero background.
-  x = jax.random.normal(jax.random.key(6), (2, 9, 8, 3))
-  x = x.at[0, :4, :4, :].set(0.5).at[1, 2:6, 2:4, 1].set(-0.25)
-  loss = lambda impl: (lambda x: (layers.max_pool(x, 2, 2, impl) ** 3).sum())
-  want = jax.grad(lambda x: (nn.max_pool(x, (2, 2), (2, 2)) ** 3).sum())(x)
-  got = _jit(jax.grad(loss('banded')))(x)
-  np.testing.assert_array_equal(got, want)
-  # Exactly one element per 2x2 window of the tied block gets the gradient: the first.
-  np.testing.assert_array_equal(np.asarray(got[0, :4, :4, 0]) != 0,
-                                np.tile([[True, False], [False, False]], (2, 2)))
-  # Same under vmap (the population engine's view).
-  np.testing.assert_array_equal(_jit(jax.vmap(jax.grad(loss('banded'))))(x[:, None])[:, 0],
-                                want)
-  # A window of 12x12 = 144 positions (beyond int8's range for the stored index).
-  big = jax.random.normal(jax.random.key(7), (1, 24, 12, 2)).at[0, 12:, :, 0].set(1.0)
-  got = jax.grad(lambda x: (layers.max_pool(x, 12, 12, 'banded') ** 3).sum())(big)
-  np.testing.assert_array_equal(
-      got, jax.grad(lambda x: (nn.max_pool(x, (12, 12), (12, 12)) ** 3).sum())(big))
-
-
-def _check_every_tile_against_flax(conv, x, k, strides, p, allowed, ytol, gtol):
-  """`conv(x, kernel, strides, pads, tile)` for every tile width the output allows (the
-  divisors of its width that pass `allowed`): values and the kernel and input gradients
-  equal `flax.linen.Conv`'s."""
-  ref = nn.Conv(6, (k, k), strides=strides,
-                padding='VALID' if p == 'VALID' else [(p, p)] * 2)
-  v = ref.init(KEY, x)
-  wo = ref.apply(v, x).shape[2]
-  pads = layers._padding_pairs(p, (k, k))
-  loss = lambda f: (lambda kern, x: (f(kern, x) ** 2).sum())
-  want = jax.grad(loss(lambda kern, x: ref.apply({'params': {**v['params'], 'kernel': kern}},
-                                                 x) - v['params']['bias']), (0, 1))
-  want_y = ref.apply(v, x) - v['params']['bias']
-  want_g = want(v['params']['kernel'], x)
-  tiles = [d for d in range(1, wo + 1) if wo % d == 0 and allowed(d)]
-  assert len(tiles) > 1
-  for tile in tiles:
-    f = lambda kern, x, tile=tile: conv(x, kern, strides, pads, tile)
-    np.testing.assert_allclose(_jit(f)(v['params']['kernel'], x), want_y, rtol=ytol,
-                               atol=ytol)
-    for g, w in zip(_jit(jax.grad(loss(f), (0, 1)))(v['params']['kernel'], x), want_g):
-      np.testing.assert_allclose(g, w, rtol=gtol, atol=gtol)
-
-
-@pytest.mark.parametrize('k,s,p,hw,c', [(5, 1, 'VALID', 12, 3), (3, 2, 1, 9, 3),
-                                        (2, 3, 0, 11, 3), (5, 1, 'VALID', 12, 1),
-                                        (3, 2, 1, 9, 1)])
-def test_banded_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw, c):
-  # Every divisor of the output width is a valid tiling; each must give the convolution
-  # and its kernel/input gradients (tiles share one band, so the band's gradient sums
-  # over tiles). One channel on CPU takes its own kernel gradient (`_banded_one_channel`).
-  x = jax.random.normal(jax.random.key(3), (2, hw, hw + 2, c))
-  _check_every_tile_against_flax(layers.banded_conv, x, k, (s, s), p, lambda d: True,
-                                 1e-5, 1e-4)
-
-
-def _conv_pool_against_flax(x, k, p, pool, band_tile=None, impl='banded'):
-  """`Conv(pool=...)` (bias after the pool) against flax Conv + `nn.max_pool`: pooled
-  values, and the kernel, bias and input gradients."""
-  ref = nn.Conv(6, (k, k), padding='VALID' if p == 'VALID' else [(p, p)] * 2)
-  v = ref.init(KEY, x)
-  v = {'params': {**v['params'], 'bias': jax.random.normal(jax.random.key(8), (6,))}}
-  mine = layers.Conv(6, k, padding=p, impl=impl, pool=pool, band_tile=band_tile)
-  want_f = lambda v, x: nn.max_pool(ref.apply(v, x), (pool, pool), (pool, pool))
-  loss = lambda f: (lambda v, x: (f(v, x) ** 3).sum())
-  np.testing.assert_allclose(_jit(mine.apply)(v, x), want_f(v, x), rtol=1e-5, atol=1e-5)
-  got = _jit(jax.grad(loss(mine.apply), (0, 1)))(v, x)
-  want = jax.grad(loss(want_f), (0, 1))(v, x)
-  for g, w in zip(jax.tree.leaves(got), jax.tree.leaves(want)):
-    np.testing.assert_allclose(g, w, rtol=1e-4, atol=1e-4)
-
-
-@pytest.mark.parametrize('k,p,hw,pool,tile', [(5, 'VALID', 28, 2, None), (5, 'VALID', 28, 2, 6),
-                                              (3, 1, 12, 2, 12), (3, 'VALID', 11, 3, None),
-                                              (5, 'VALID', 13, 3, 9), (5, 'VALID', 28, 2, 3)])
-def test_conv_with_pool_equals_flax_conv_then_max_pool(k, p, hw, pool, tile):
-  # One channel, stride 1 on CPU: conv and pool fused (`_banded_pool_one_channel`), for
-  # several band tiles (a tile of 3 does not hold whole windows of 2: unfused); the bias
-  # after the pool changes no value. Ties (a zero
-  # background, as in MNIST) route the gradient to the first maximum, as reduce_window.
-  smooth = jax.random.normal(jax.random.key(3), (2, hw, hw, 1))
-  x = smooth.at[0, :hw // 2].set(0.0)
-  _conv_pool_against_flax(x, k, p, pool, tile)
-  # Unfused: three channels (and under 'im2col', which splits a tie's gradient, on an
-  # input without ties) pool after the conv.
-  _conv_pool_against_flax(jnp.concatenate([x] * 3, -1), k, p, pool)
-  _conv_pool_against_flax(smooth, k, p, pool, impl='im2col')
 
 
 def test_lenet5_fuses_conv1_with_its_pool_on_cpu_only(monkeypatch):
   calls = []
-  real = layers._banded_pool_one_channel
-  monkeypatch.setattr(layers, '_banded_pool_one_channel',
+  real = banded._banded_pool_one_channel
+  monkeypatch.setattr(banded, '_banded_pool_one_channel',
                       lambda *a: calls.append(a[0].shape) or real(*a))
   x = jnp.zeros((2, 28, 28, 1))
   for impl in ('banded', 'winograd'):
@@ -443,89 +438,6 @@ def test_conv_pool_rejects_bad_windows():
   for bad in (-1, 2.0, True):
     with pytest.raises(ValueError, match=f'Conv.pool must be 0 .* got {bad!r}'):
       layers.Conv(4, 3, pool=bad).init(KEY, jnp.zeros((1, 8, 8, 1)))
-
-
-def test_fused_conv_pool_propagates_nan_like_max():
-  # As the unfused banded conv + pool (the band's zeros spread a NaN along its row).
-  x = jnp.ones((1, 8, 8, 1)).at[0, 2, 3, 0].set(jnp.nan)
-  mine = layers.Conv(4, 3, impl='banded', pool=2, band_tile=2)
-  y = mine.apply(mine.init(KEY, x), x)
-  conv = layers.Conv(4, 3, impl='banded', band_tile=2).apply(mine.init(KEY, x), x)
-  ref = layers.max_pool(conv, 2, 2, 'banded')
-  np.testing.assert_array_equal(np.isnan(y), np.isnan(ref))
-  assert np.isnan(y).any()
-
-
-def test_band_tile_rule_and_bad_tiles():
-  # LeNet-5: conv1 (24 columns out, 20 channels) -> 12; conv2 (8 out, 50) -> 4.
-  assert layers.pick_band_tile(24, 20) == 12
-  assert layers.pick_band_tile(8, 50) == 4
-  assert layers.pick_band_tile(7, 10) == 7  # no divisor reaches the minimum: one band
-  assert layers.pick_band_tile(8, 50, 2) == 2
-  for bad in (3, 0, -4, 2.0, True):
-    with pytest.raises(ValueError, match=r'divisor of the output width 8 \(one of \[1, 2, 4, 8\]\)'):
-      layers.pick_band_tile(8, 50, bad)
-  x = jnp.zeros((1, 12, 12, 2))
-  with pytest.raises(ValueError, match='got 3'):
-    layers.Conv(4, 5, impl='banded', band_tile=3).init(KEY, x)
-
-
-@pytest.mark.parametrize('m,r', [(1, 1), (1, 5), (2, 3), (4, 5), (6, 3), (8, 5), (9, 4)])
-def test_winograd_matrices_compute_the_correlation(m, r):
-  # y[k] = sum_j d[k + j] g[j] for k < m, against numpy, in float64.
-  at, g, bt = layers.winograd_matrices(m, r)
-  assert at.shape == (m, m + r - 1) and g.shape == (m + r - 1, r)
-  rng = np.random.default_rng(m * 10 + r)
-  for _ in range(3):
-    d, f = rng.normal(size=m + r - 1), rng.normal(size=r)
-    want = np.array([d[k:k + r] @ f for k in range(m)])
-    np.testing.assert_allclose(at @ ((g @ f) * (bt @ d)), want, rtol=1e-9, atol=1e-9)
-  with pytest.raises(ValueError, match='interpolation points'):
-    layers.winograd_matrices(9, 5)
-
-
-@pytest.mark.parametrize('k,s,p,hw', [(5, 1, 'VALID', 12), (3, 2, 1, 8), (5, 1, 2, 10)])
-def test_winograd_conv_equals_flax_conv_for_every_tile_width(k, s, p, hw):
-  # Every tile the transforms allow (at most 12 points), vertical strides and padding
-  # (JAX differentiates through the linear transforms).
-  x = jax.random.normal(jax.random.key(4), (2, hw, hw + 2, 3))
-  _check_every_tile_against_flax(layers.winograd_conv, x, k, (s, 1), p,
-                                 lambda d: d + k - 1 <= 12, 1e-4, 2e-4)
-
-
-def test_winograd_tile_rule_and_refusals():
-  # LeNet-5: conv1 (24 columns out) and conv2 (8 out), 5-wide kernels -> 8 (12 points).
-  assert layers.pick_winograd_tile(24, 5) == 8
-  assert layers.pick_winograd_tile(8, 5) == 8
-  assert layers.pick_winograd_tile(11, 3) == 1  # a prime width: one column per transform
-  assert layers.pick_winograd_tile(8, 5, 4) == 4
-  for bad in (3, 0, -4, 2.0, True):
-    with pytest.raises(ValueError, match=r'divisor of the output width 8 \(one of \[1, 2, 4, 8\]\)'):
-      layers.pick_winograd_tile(8, 5, bad)
-  with pytest.raises(ValueError, match='needs 16 points, more than 12.*at most 8 columns'):
-    layers.pick_winograd_tile(24, 5, 12)
-  with pytest.raises(ValueError, match="up to 12 columns wide, got 13"):
-    layers.pick_winograd_tile(4, 13)
-  x = jnp.zeros((1, 12, 12, 2))
-  with pytest.raises(ValueError, match="horizontal stride of 1, got 2; use 'banded'"):
-    layers.Conv(4, 3, strides=2, impl='winograd').init(KEY, x)
-  with pytest.raises(ValueError, match='got 3'):
-    layers.Conv(4, 5, impl='winograd', winograd_tile=3).init(KEY, x)
-
-
-@pytest.mark.parametrize('width,stride', [(12, 1), (9, 2), (5, 1)])
-def test_banded_kernel_places_each_tap_on_its_diagonal(width, stride):
-  kh, kw, c, o = 2, 3, 2, 4
-  k = jax.random.normal(jax.random.key(9), (kh, kw, c, o))
-  band = np.asarray(layers.banded_kernel(k, width, stride))
-  wo = (width - kw) // stride + 1
-  assert band.shape == (kh * width * c, wo * o)
-  band = band.reshape(kh, width, c, wo, o)
-  for v in range(wo):
-    for x in range(width):
-      j = x - stride * v
-      want = np.asarray(k[:, j]) if 0 <= j < kw else np.zeros((kh, c, o))
-      np.testing.assert_array_equal(band[:, x, :, v, :], want)
 
 
 # ------------------------------------------------------- im2col == xla, grads, vmap
@@ -628,23 +540,6 @@ def test_allcnn_dropout_train_vs_eval():
     jax.eval_shape(lambda v, x: net.apply(v, x, train=True), v, x)
 
 
-def test_winograd_in_bfloat16_is_as_close_to_float32_as_banded():
-  # Winograd computes in float32 under a bfloat16 compute dtype (its output transform
-  # cancels terms up to 3^7 times larger; bfloat16 matmul inputs gave a 17% error), so
-  # its bfloat16 error is that of its rounded inputs and output, like banded's.
-  x = jax.random.normal(jax.random.key(6), (4, 12, 12, 20))
-  k = jax.random.normal(jax.random.key(7), (5, 5, 20, 50)) * 0.05
-  pads = ((0, 0), (0, 0))
-  want = layers.banded_conv(x, k, (1, 1), pads)
-  scale = float(jnp.abs(want).max())
-  err = {}
-  for name, f in (('banded', layers.banded_conv), ('winograd', layers.winograd_conv)):
-    y = f(x.astype(jnp.bfloat16), k.astype(jnp.bfloat16), (1, 1), pads)
-    assert y.dtype == jnp.bfloat16
-    err[name] = float(jnp.abs(y.astype(jnp.float32) - want).max()) / scale
-  assert 1e-4 < err['banded'] < 3e-2 and err['winograd'] < 1.5 * err['banded'], err
-
-
 def test_lenet5_under_winograd_runs_conv1_banded_and_conv2_winograd(monkeypatch):
   # A one-channel conv1 gives Winograd's matmul K = 5; LeNet-5 keeps it banded.
   # (On CPU conv1 goes through its fused conv+pool, which is banded too; off CPU through
@@ -652,50 +547,11 @@ def test_lenet5_under_winograd_runs_conv1_banded_and_conv2_winograd(monkeypatch)
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
   seen = {'banded': [], 'winograd': []}
   for name in seen:
-    real = getattr(layers, f'{name}_conv')
-    monkeypatch.setattr(layers, f'{name}_conv',
+    module = {'banded': banded, 'winograd': winograd}[name]
+    real = getattr(module, f'{name}_conv')
+    monkeypatch.setattr(module, f'{name}_conv',
                         lambda x, *a, real=real, name=name: seen[name].append(x.shape[-1])
                         or real(x, *a))
   net = models.get('lenet5', num_classes=10, conv_impl='winograd')
   net.init(KEY, jnp.zeros((2, 28, 28, 1)))
   assert seen == {'banded': [1], 'winograd': [20]}
-
-
-def test_winograd_asks_for_full_float32_precision_in_every_product():
-  # On GPU/TPU a float32 matmul may run on TF32/bfloat16 inputs by default, which the
-  # transforms' cancellation would not survive; CPU cannot show that, the jaxpr can.
-  # The backward pass too: two of its maps are written by hand (`_input_transform`,
-  # `_stack_rows`).
-  x, k = jnp.zeros((1, 12, 12, 3)), jnp.zeros((5, 5, 3, 4))
-  conv = lambda x, k: layers.winograd_conv(x, k, (1, 1), ((0, 0), (0, 0)))
-
-  def dots(jaxpr):  # einsum and custom_vjp wrap their dots in nested jaxprs
-    for e in jaxpr.eqns:
-      if e.primitive.name == 'dot_general':
-        yield e
-      for v in e.params.values():
-        v = getattr(v, 'jaxpr', v)  # a ClosedJaxpr holds its Jaxpr
-        if hasattr(v, 'eqns'):
-          yield from dots(v)
-
-  forward = list(dots(jax.make_jaxpr(conv)(x, k).jaxpr))
-  assert len(forward) == 4  # input, kernel and output transforms, and the batched matmul
-  both = list(dots(jax.make_jaxpr(jax.grad(lambda x, k: conv(x, k).sum(), (0, 1)))(x, k).jaxpr))
-  # forward 4, backward: the input transform's and the batched matmul's two transposes
-  # and the output and kernel transforms' transposes
-  assert len(both) >= 9
-  for e in forward + both:
-    assert e.params['precision'] == (lax.Precision.HIGHEST, lax.Precision.HIGHEST)
-
-
-def test_one_channel_banded_conv_has_its_own_kernel_gradient_on_cpu(monkeypatch):
-  x, k = jnp.zeros((2, 12, 12, 1)), jnp.zeros((5, 5, 1, 4))
-  f = lambda x, k: layers.banded_conv(x, k, (1, 1), ((0, 0), (0, 0)))
-  # a fresh function each time: make_jaxpr would reuse a trace of the same one
-  names = lambda: {e.primitive.name for e in jax.make_jaxpr(lambda *a: f(*a))(x, k).eqns}
-  assert 'custom_vjp_call' in names()
-  assert 'custom_vjp_call' not in {e.primitive.name for e in
-                                   jax.make_jaxpr(f)(jnp.zeros((2, 12, 12, 2)),
-                                                     jnp.zeros((5, 5, 2, 4))).eqns}
-  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert 'custom_vjp_call' not in names()  # unmeasured off CPU: the plain band gradient

@@ -40,15 +40,15 @@ class AllCNN(nn.Module):
 
   Attributes:
     num_classes: output classes.
-    conv_impl: 'xla', 'im2col', 'banded' or 'winograd' (already resolved; see
-      `imbjax.models.get`).
+    conv: the convolution op, called like `Conv` (e.g. `functools.partial(Conv,
+      impl='im2col')`; `imbjax.models.get` makes it).
     dtype: computation dtype.
 
   Parameter tree: 'conv1' ... 'conv9' (output layers 'conv8', 'conv9'). With
   `train=True`, dropout needs `rngs={'dropout': key}`.
   """
   num_classes: int = 10
-  conv_impl: str = 'xla'
+  conv: Any = Conv
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -57,7 +57,7 @@ class AllCNN(nn.Module):
     for name, feats, k, s, p, drop in _LAYERS:
       if drop is not None:
         x = nn.Dropout(drop, deterministic=not train)(x)
-      x = Conv(self.num_classes if feats is None else feats, k, strides=s, padding=p,
-               impl=self.conv_impl, dtype=self.dtype, name=name)(x)
+      x = self.conv(self.num_classes if feats is None else feats, k, strides=s, padding=p,
+                    dtype=self.dtype, name=name)(x)
       x = nn.relu(x)
     return x.mean(axis=(1, 2))

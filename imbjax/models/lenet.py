@@ -8,6 +8,7 @@ convolutions: the table (like Caffe's `lenet_train_test.prototxt`) has none.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import jax
@@ -22,34 +23,51 @@ class LeNet5(nn.Module):
 
   Attributes:
     num_classes: output classes.
-    conv_impl: 'xla', 'im2col', 'banded' or 'winograd' (already resolved; see
-      `imbjax.models.get`). Under 'winograd' conv1 runs 'banded' (see below).
+    conv: the convolution op, called like `Conv` (e.g. `functools.partial(Conv,
+      impl='banded')`); conv2 and, unless `conv1` is given, conv1.
+    conv1: conv1's op if it differs from `conv` (see `make_lenet5`).
     dtype: computation dtype.
 
   Parameter tree: 'conv1', 'conv2', 'fc1', 'fc2' (output layer 'fc2').
   """
   num_classes: int = 10
-  conv_impl: str = 'xla'
+  conv: Any = Conv
+  conv1: Any = None
   dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Args: x (N, H, W, C), e.g. (N, 28, 28, 1); train is unused (no dropout/BN)."""
     del train
+    conv1 = self.conv if self.conv1 is None else self.conv1
     # The input is data (never differentiated), so conv1 can take XLA's patch op, which
     # is much faster forward on CPU for one channel; see `Conv.patches`.
-    # 'winograd' pays where its batched matmul has a deep K = KH*C_in (conv2: 100); on a
-    # one-channel input K is 5, and in the engine's step (2 Intel Xeon cores, P=1,
-    # 2026-11-28) Winograd in both layers ran 0.98x banded, Winograd in conv2 alone with
-    # a banded conv1 1.21x. So conv1 stays banded under 'winograd'.
-    first = 'banded' if self.conv_impl == 'winograd' else self.conv_impl
-    # Each conv is followed by its 2x2 max-pool inside `Conv` (`pool=2`): the bias comes
-    # after the pool, and on CPU conv1 and its pool are one fused op.
-    x = Conv(20, 5, impl=first, patches='xla', pool=2, dtype=self.dtype, name='conv1')(x)
-    x = Conv(50, 5, impl=self.conv_impl, pool=2, dtype=self.dtype, name='conv2')(x)
+    # Table 2's max-pools run inside `Conv` (`pool=2`): the bias comes after the pool
+    # (exact: max(y + b) = max(y) + b), and on CPU conv1 and its pool are one fused op,
+    # the step's fastest form (benchmarks/README.md, "Session 5").
+    x = conv1(20, 5, patches='xla', pool=2, dtype=self.dtype, name='conv1')(x)
+    x = self.conv(50, 5, pool=2, dtype=self.dtype, name='conv2')(x)
     # Flattened in HWC order (Caffe flattens CHW); only matters for weight import.
     x = x.reshape(x.shape[0], -1)
     x = nn.Dense(500, kernel_init=caffe_xavier, dtype=self.dtype, name='fc1')(x)
     x = nn.relu(x)
     return nn.Dense(self.num_classes, kernel_init=caffe_xavier, dtype=self.dtype,
                     name='fc2')(x)
+
+
+def make_lenet5(*, num_classes: int, conv: Any, conv_impl: str, dtype: Any) -> LeNet5:
+  """The registry's factory for 'lenet5': conv1 runs 'banded' where conv2 is 'winograd'.
+
+  'winograd' pays where its batched matmul has a deep K = KH*C_in (conv2: 100); on a
+  one-channel input K is 5, and Winograd in both layers measured no faster than banded
+  while Winograd in conv2 alone with a banded conv1 was (benchmarks/README.md,
+  "Session 4", Winograd for conv2). So conv1 stays banded under 'winograd'.
+
+  Args:
+    num_classes: output classes.
+    conv: the convolution op with the lowering bound (`models.get` makes it).
+    conv_impl: the lowering bound into `conv`.
+    dtype: computation dtype.
+  """
+  conv1 = functools.partial(conv, impl='banded') if conv_impl == 'winograd' else None
+  return LeNet5(num_classes=num_classes, conv=conv, conv1=conv1, dtype=dtype)

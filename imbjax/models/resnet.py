@@ -17,13 +17,16 @@ running-average momentum 0.9. Accepts any input of at least 32x32.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from imbjax.models.layers import Conv, caffe_msra, max_pool
+from imbjax.models.layers import Conv, caffe_msra
+from imbjax import ops
 
 STAGE_WIDTHS = (64, 128, 256, 512)
 STAGE_STRIDES = (1, 2, 2, 2)
@@ -38,12 +41,12 @@ class BasicBlock(nn.Module):
   Attributes:
     features: output channels.
     strides: stride of the first conv and of the projection.
-    conv_impl: 'xla', 'im2col', 'banded' or 'winograd'.
+    conv: the convolution op, called like `Conv`.
     dtype: computation dtype.
   """
   features: int
   strides: int = 1
-  conv_impl: str = 'xla'
+  conv: Any = Conv
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -51,9 +54,9 @@ class BasicBlock(nn.Module):
     """Applies the block to NHWC `x`; `train` selects batch vs running statistics."""
     bn = lambda name: nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                                    epsilon=BN_EPSILON, dtype=self.dtype, name=name)
-    conv = lambda f, k, s, p, name: Conv(f, k, strides=s, padding=p, use_bias=False,
-                                         impl=self.conv_impl, kernel_init=caffe_msra,
-                                         dtype=self.dtype, name=name)
+    conv = lambda f, k, s, p, name: self.conv(f, k, strides=s, padding=p, use_bias=False,
+                                              kernel_init=caffe_msra, dtype=self.dtype,
+                                              name=name)
     y = conv(self.features, 3, self.strides, 1, 'conv1')(x)
     y = nn.relu(bn('bn1')(y))
     y = conv(self.features, 3, 1, 1, 'conv2')(y)
@@ -68,8 +71,10 @@ class ResNet10(nn.Module):
 
   Attributes:
     num_classes: output classes.
-    conv_impl: 'xla', 'im2col', 'banded' or 'winograd' (already resolved; see
-      `imbjax.models.get`).
+    conv: the convolution op, called like `Conv` (e.g. `functools.partial(Conv,
+      impl='im2col')`; `imbjax.models.get` makes it).
+    max_pool: the stem's pooling op, called like `ops.max_pool` without `impl` (the
+      lowering matched to the convolution's).
     dtype: computation dtype.
 
   Parameter tree: 'conv1', 'bn1', 'stage1' ... 'stage4' (each with 'conv1', 'bn1',
@@ -77,7 +82,8 @@ class ResNet10(nn.Module):
   Train with `mutable=['batch_stats']`.
   """
   num_classes: int = 1000
-  conv_impl: str = 'xla'
+  conv: Any = Conv
+  max_pool: Callable[..., jax.Array] = functools.partial(ops.max_pool, impl='xla')
   dtype: Any = jnp.float32
 
   @nn.compact
@@ -90,14 +96,14 @@ class ResNet10(nn.Module):
     if x.ndim != 4 or min(x.shape[1:3]) < MIN_INPUT:
       raise ValueError(f'ResNet10 needs NHWC input with H, W >= {MIN_INPUT}, '
                        f'got shape {x.shape}')
-    x = Conv(64, 7, strides=2, padding=3, use_bias=False, impl=self.conv_impl,
-             kernel_init=caffe_msra, dtype=self.dtype, name='conv1')(x)
+    x = self.conv(64, 7, strides=2, padding=3, use_bias=False, kernel_init=caffe_msra,
+                  dtype=self.dtype, name='conv1')(x)
     x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
                      epsilon=BN_EPSILON, dtype=self.dtype, name='bn1')(x)
     x = nn.relu(x)
-    x = max_pool(x, 3, 2, self.conv_impl, padding=1)
+    x = self.max_pool(x, 3, 2, padding=1)
     for i, (width, stride) in enumerate(zip(STAGE_WIDTHS, STAGE_STRIDES), start=1):
-      x = BasicBlock(width, stride, self.conv_impl, self.dtype, name=f'stage{i}')(x, train)
+      x = BasicBlock(width, stride, self.conv, self.dtype, name=f'stage{i}')(x, train)
     x = x.mean(axis=(1, 2))
     return nn.Dense(self.num_classes, kernel_init=caffe_msra, dtype=self.dtype,
                     name='fc')(x)
