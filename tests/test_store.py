@@ -31,7 +31,7 @@ def make_row(key, group="g0", **overrides):
       per_class_recall=[0.9] * 10, val_auc=None, status="ok", wall_time_s=1.25,
       extra={"ece": 0.01, "curve_steps": [0, 100], "train_acc": [0.1, 0.9],
              "test_acc": [0.1, 0.85]},
-      created_at="2026-01-01T00:00:00+00:00")
+      created_at="2026-01-01T00:00:00+00:00", data_seed=11, weight_decay=5e-4)
   row.update(overrides)
   return row
 
@@ -47,10 +47,25 @@ def same(a, b):
   return type(a) is type(b) and a == b
 
 
+def test_store_from_before_data_seed_and_weight_decay_gets_them_appended(tmp_path):
+  old = [(n, t) for n, t in store_lib.SCHEMA if n not in store_lib.ADDED_COLUMNS]
+  (tmp_path / "w").mkdir()
+  conn = sqlite3.connect(tmp_path / "w" / "results.sqlite")
+  cols = ", ".join(f"{n} {t}" + (" PRIMARY KEY" if n == "run_key" else "") for n, t in old)
+  conn.execute(f"CREATE TABLE runs ({cols})")
+  conn.commit()
+  conn.close()
+  with ResultsStore(tmp_path / "w") as st:
+    assert st.rows() == []
+  conn = sqlite3.connect(tmp_path / "w" / "results.sqlite")
+  info = conn.execute("PRAGMA table_info(runs)").fetchall()
+  assert [(r[1], r[2]) for r in info] == store_lib.SCHEMA
+
+
 def test_schema_matches_database(tmp_path):
   assert all(isinstance(n, str) and t in ("TEXT", "REAL", "INTEGER")
              for n, t in store_lib.SCHEMA)
-  assert len(store_lib.COLUMNS) == len(set(store_lib.COLUMNS)) == 28
+  assert len(store_lib.COLUMNS) == len(set(store_lib.COLUMNS)) == 30
   with ResultsStore(tmp_path / "w"):
     pass
   conn = sqlite3.connect(tmp_path / "w" / "results.sqlite")
