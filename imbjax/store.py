@@ -2,8 +2,9 @@
 
 A study trains populations of models for hours. This module owns what survives it:
 ``WORKDIR/results.sqlite`` (table ``runs``, schema :data:`SCHEMA`), the run keys a rerun
-skips, ``WORKDIR/config.json`` (the fingerprint that a rerun must match) and the CSV
-export. Nothing here knows how a run is trained; the driver computes ``run_key`` and
+skips, the study's fingerprint (the config fields a rerun must match; kept in the
+store's own ``meta`` table and in ``WORKDIR/config.json`` beside it), the CSV export
+and :meth:`ResultsStore.backup`. Nothing here knows how a run is trained; the driver computes ``run_key`` and
 hands whole groups of finished rows to :meth:`ResultsStore.write_group`.
 
 Guarantees:
@@ -12,6 +13,9 @@ Guarantees:
   loses at most the group in flight and never leaves a partial row or a partial group.
   The database runs in WAL mode with ``synchronous=FULL``, so a committed group also
   survives a power cut.
+* **No orphans.** A store with rows but no ``config.json``, an empty or missing
+  ``results.sqlite`` beside a ``config.json``, and a ``config.json`` that disagrees
+  with the ``meta`` table are refused, each with what to do.
 * **Resume.** :meth:`ResultsStore.done_keys` lists the finished run keys, diverged
   runs included (rerunning a seeded run cannot change its outcome).
 * **Duplicates.** A row whose ``run_key`` is already stored is skipped silently when it
@@ -63,6 +67,9 @@ DB_NAME = "results.sqlite"
 CONFIG_NAME = "config.json"
 CSV_NAME = "results.csv"
 TABLE = "runs"
+# key -> JSON value: 'fingerprint', 'version', 'created_at', written with the first
+# check_config, so the fingerprint travels with the rows it describes.
+META_TABLE = "meta"
 
 # The single source of truth for the row layout: the driver and the CSV export read it.
 SCHEMA: list[tuple[str, str]] = [
@@ -252,10 +259,25 @@ class ResultsStore:
     self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
     self._conn.execute("PRAGMA journal_mode=WAL")
     self._conn.execute("PRAGMA synchronous=FULL")
+    had_runs = self._conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone()
+    config_path = self.workdir / CONFIG_NAME
+    if had_runs is None and config_path.exists():
+      # The config says results were started here, but the store is empty or gone
+      # (a 0-byte file, a deleted one, or a copy without its -wal file): retraining
+      # silently would hide the loss.
+      self.close()
+      raise ValueError(
+          f"{self.path} is empty or missing, but {config_path} says a study was started "
+          f"in {self.workdir}. Restore results.sqlite (copy it together with its "
+          f"{DB_NAME}-wal file, or make a copy with `python -m imbjax.store --backup`), "
+          f"or delete {config_path} to start the study afresh.")
     cols = ", ".join(
         f"{name} {sqltype}" + (" PRIMARY KEY" if name == "run_key" else "")
         for name, sqltype in SCHEMA)
     self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})")
+    self._conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)")
     stored = [r[1] for r in self._conn.execute(f"PRAGMA table_info({TABLE})")]
     if stored != list(COLUMNS):
       self.close()
@@ -268,6 +290,9 @@ class ResultsStore:
   def check_config(self, fingerprint: Mapping[str, Any], *, version: str) -> None:
     """Records the study's fingerprint on the first call; refuses a different one later.
 
+    The fingerprint is kept twice: in the store's own ``meta`` table (so it cannot
+    drift from the rows) and in ``config.json`` beside it (for people and tools).
+
     Args:
       fingerprint: the fields that define the results (dataset, model, iterations,
         seed, ...), JSON-serializable. Grid lists belong elsewhere so that a rerun may
@@ -276,9 +301,10 @@ class ResultsStore:
         on a rerun is logged, not refused.
 
     Raises:
-      ValueError: if ``config.json`` exists and its fingerprint differs in any field
-        (each differing field is named with its stored and new values), or the
-        fingerprint is not JSON-serializable, or ``config.json`` is unreadable.
+      ValueError: if the stored fingerprint differs in any field (each differing field
+        is named with its stored and new values); if ``config.json`` is missing beside
+        stored rows; if ``config.json`` and the ``meta`` table disagree; if the
+        fingerprint is not JSON-serializable or ``config.json`` is unreadable.
     """
     if not isinstance(fingerprint, Mapping):
       raise ValueError(f"fingerprint must be a mapping, got {type(fingerprint).__name__}")
@@ -287,27 +313,70 @@ class ResultsStore:
     except (TypeError, ValueError) as e:
       raise ValueError(f"fingerprint {fingerprint!r} is not JSON serializable: {e}") from None
     path = self.workdir / CONFIG_NAME
-    if not path.exists():
-      record = {"fingerprint": new, "version": version, "created_at": _now()}
-      _atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-      return
-    try:
-      record = json.loads(path.read_text())
-      old = record["fingerprint"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-      raise ValueError(f"{path} is not a config written by this store: {e!r}") from None
-    absent = "<absent>"
-    diffs = [f"{k}: stored {old.get(k, absent)!r}, now {new.get(k, absent)!r}"
-             for k in sorted(set(old) | set(new))
-             if old.get(k, absent) != new.get(k, absent)]
-    if diffs:
+    meta = self._meta()
+    record = None
+    if path.exists():
+      try:
+        record = json.loads(path.read_text())
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not a config written by this store: {e!r}") from None
+      if not isinstance(record, dict) or "fingerprint" not in record:
+        raise ValueError(f"{path} is not a config written by this store: it has no "
+                         f"'fingerprint'")
+    elif len(self):
+      raise ValueError(
+          f"{path} is missing beside {self.path}, which holds {len(self)} rows, so "
+          f"nothing says which configuration they belong to. Copy config.json from "
+          f"where the store came from (the store records: {meta and meta['fingerprint']}),"
+          f" or use a new --workdir.")
+    if meta is not None and record is not None and meta["fingerprint"] != record[
+        "fingerprint"]:
+      raise ValueError(
+          f"{path} and the fingerprint recorded inside {self.path} disagree ("
+          + _diff(meta["fingerprint"], record["fingerprint"], "store", "config.json")
+          + "); one of them was edited or copied from elsewhere. Restore the matching "
+          "pair, or use a new --workdir.")
+    old = (meta or record or {}).get("fingerprint")
+    if old is not None and old != new:
       raise ValueError(
           f"workdir {self.workdir} holds results of a different configuration ("
-          + "; ".join(diffs) + "). Use a new --workdir, or rerun with the stored "
-          "configuration to resume.")
-    if record.get("version") != version:
+          + _diff(old, new, "stored", "now") + "). Use a new --workdir, or rerun with "
+          "the stored configuration to resume.")
+    if meta is None:
+      meta = {"fingerprint": new, "version": version,
+              "created_at": (record or {}).get("created_at", _now())}
+      self._conn.execute("BEGIN IMMEDIATE")
+      try:
+        raced = self._meta()
+        if raced is None:
+          self._conn.executemany(
+              f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?)",
+              [(k, json.dumps(v, sort_keys=True)) for k, v in meta.items()])
+        self._conn.execute("COMMIT")
+      except BaseException:
+        if self._conn.in_transaction:
+          self._conn.execute("ROLLBACK")
+        raise
+      if raced is not None and raced["fingerprint"] != new:
+        raise ValueError(f"workdir {self.workdir} was just started by another process "
+                         f"with a different configuration ("
+                         + _diff(raced["fingerprint"], new, "stored", "now") + ")")
+    if record is None:
+      record = {"fingerprint": new, "version": version, "created_at": meta["created_at"]}
+      _atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    elif record.get("version") != version:
       _log.warning("workdir %s was written by version %s; this is version %s",
                    self.workdir, record.get("version"), version)
+
+  def fingerprint(self) -> dict | None:
+    """The fingerprint recorded in the store (None before the first `check_config`)."""
+    meta = self._meta()
+    return None if meta is None else meta["fingerprint"]
+
+  def _meta(self) -> dict | None:
+    rows = self._conn.execute(f"SELECT key, value FROM {META_TABLE}").fetchall()
+    meta = {k: json.loads(v) for k, v in rows}
+    return meta if "fingerprint" in meta else None
 
   # -- writing ------------------------------------------------------------------------
 
@@ -445,6 +514,12 @@ class ResultsStore:
 
   def __exit__(self, *exc: Any) -> None:
     self.close()
+
+
+def _diff(a: Mapping[str, Any], b: Mapping[str, Any], a_name: str, b_name: str) -> str:
+  absent = "<absent>"
+  return "; ".join(f"{k}: {a_name} {a.get(k, absent)!r}, {b_name} {b.get(k, absent)!r}"
+                   for k in sorted(set(a) | set(b)) if a.get(k, absent) != b.get(k, absent))
 
 
 class _CsvLines:

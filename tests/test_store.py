@@ -209,6 +209,81 @@ def test_check_config(tmp_path):
     ResultsStore(tmp_path / "x").check_config({"f": object()}, version="0")
 
 
+_FP = {"dataset": "mnist", "model": "lenet5", "iterations": 10_000}
+
+
+def _started(workdir, rows=1):
+  """A workdir with a fingerprint and `rows` stored rows, its store closed."""
+  with ResultsStore(workdir) as st:
+    st.check_config(_FP, version="0.1.0")
+    if rows:
+      st.write_group([make_row(f"k{i}") for i in range(rows)])
+
+
+def test_store_records_its_fingerprint_in_its_own_schema(tmp_path):
+  _started(tmp_path)
+  with sqlite3.connect(tmp_path / store_lib.DB_NAME) as db:
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+  assert json.loads(meta["fingerprint"]) == _FP and json.loads(meta["version"]) == "0.1.0"
+  with ResultsStore(tmp_path) as st:
+    assert st.fingerprint() == _FP
+
+
+def test_store_without_config_json_beside_its_rows_is_refused(tmp_path):
+  _started(tmp_path)
+  (tmp_path / store_lib.CONFIG_NAME).unlink()
+  with ResultsStore(tmp_path) as st:
+    with pytest.raises(ValueError, match=r"config.json is missing .* holds 1 rows.*"
+                       r"Copy config.json .*'iterations': 10000"):
+      st.check_config(_FP, version="0.1.0")
+  assert not (tmp_path / store_lib.CONFIG_NAME).exists()
+
+
+def test_store_without_config_json_and_without_rows_starts(tmp_path):
+  # A crash between the store's creation and config.json: nothing to lose, continue.
+  _started(tmp_path, rows=0)
+  (tmp_path / store_lib.CONFIG_NAME).unlink()
+  with ResultsStore(tmp_path) as st:
+    st.check_config(_FP, version="0.1.0")
+  assert (tmp_path / store_lib.CONFIG_NAME).exists()
+
+
+@pytest.mark.parametrize("how", ["zero_bytes", "deleted"])
+def test_empty_store_beside_config_json_is_refused_not_retrained(tmp_path, how):
+  _started(tmp_path)
+  for suffix in ("", "-wal", "-shm"):
+    (tmp_path / (store_lib.DB_NAME + suffix)).unlink(missing_ok=True)
+  if how == "zero_bytes":
+    (tmp_path / store_lib.DB_NAME).write_bytes(b"")
+  with pytest.raises(ValueError, match=r"results.sqlite is empty or missing, but .*"
+                     r"config.json says a study was started.*delete .*config.json"):
+    ResultsStore(tmp_path)
+
+
+def test_config_json_that_disagrees_with_the_store_meta_is_refused(tmp_path):
+  _started(tmp_path)
+  path = tmp_path / store_lib.CONFIG_NAME
+  record = json.loads(path.read_text())
+  record["fingerprint"]["iterations"] = 500  # edited by hand, or copied from elsewhere
+  path.write_text(json.dumps(record))
+  with ResultsStore(tmp_path) as st:
+    with pytest.raises(ValueError, match=r"disagree \(iterations: store 10000, "
+                       r"config.json 500\)"):
+      st.check_config(dict(_FP, iterations=500), version="0.1.0")
+
+
+def test_store_from_before_meta_adopts_its_config_json(tmp_path):
+  _started(tmp_path)
+  with sqlite3.connect(tmp_path / store_lib.DB_NAME) as db:
+    db.execute("DROP TABLE meta")
+  with ResultsStore(tmp_path) as st:
+    assert st.fingerprint() is None
+    with pytest.raises(ValueError, match="iterations: stored 10000, now 5"):
+      st.check_config(dict(_FP, iterations=5), version="0.1.0")
+    st.check_config(_FP, version="0.1.0")
+    assert st.fingerprint() == _FP
+
+
 # ---- kill-safety ----------------------------------------------------------------------
 
 _CHILD = textwrap.dedent("""
