@@ -383,3 +383,60 @@ def test_sigkill_inside_transaction_loses_only_that_group(tmp_path):
   assert out.split("\n")[-2] == "begin 2"  # died inside write_group of group 2
   counts = _check_groups(tmp_path, group_size)
   assert set(counts) == {"g0", "g1"}
+
+
+# ---- the workdir lock -----------------------------------------------------------------
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from imbjax.store import WorkdirLock
+    lock = WorkdirLock(sys.argv[1]).acquire()
+    print("locked", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_second_process_is_told_who_holds_the_workdir_then_may_wait(tmp_path):
+  import socket
+  env = dict(os.environ, PYTHONPATH=REPO)
+  holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(store_lib.WorkdirBusy,
+                       match=rf"in use by pid {holder.pid} on {socket.gethostname()}, "
+                             r"started 20\d\d-.*--wait") as info:
+      store_lib.WorkdirLock(tmp_path).acquire()
+    assert info.value.holder["pid"] == holder.pid
+    messages = []
+    waiting = store_lib.WorkdirLock(tmp_path, wait=True, poll_s=0.05,
+                                    on_wait=messages.append)
+    killer = subprocess.Popen([sys.executable, "-c",
+                               f"import os, time; time.sleep(1); os.kill({holder.pid}, 9)"])
+    with waiting:
+      assert waiting.holder()["pid"] == os.getpid()
+    killer.wait()
+    assert len(messages) == 1 and f"pid {holder.pid}" in messages[0]
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_lock_held_for_a_dead_pid_on_this_host_is_taken_over(tmp_path):
+  import fcntl
+  import socket
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  path = tmp_path / store_lib.LOCK_NAME
+  # A descriptor that outlived its process (a forked child kept it): flock still held.
+  fd = os.open(path, os.O_RDWR | os.O_CREAT)
+  fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  os.write(fd, json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                           "started": "then"}).encode())
+  try:
+    with store_lib.WorkdirLock(tmp_path) as lock:
+      assert lock.holder()["pid"] == os.getpid()
+      with pytest.raises(store_lib.WorkdirBusy):  # and it is really held now
+        store_lib.WorkdirLock(tmp_path).acquire()
+  finally:
+    os.close(fd)
