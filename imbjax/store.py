@@ -506,6 +506,49 @@ class ResultsStore:
     _atomic_write_text(path, "".join(lines.parts))
     return path
 
+  # -- copying ------------------------------------------------------------------------
+
+  def backup(self, dest: str | os.PathLike) -> pathlib.Path:
+    """Copies the store and its config.json into the directory `dest`, consistently.
+
+    A plain copy of ``results.sqlite`` may miss committed groups: in WAL mode they sit
+    in ``results.sqlite-wal`` until a checkpoint. This copies through SQLite's online
+    backup (safe while a sweep writes), as one self-contained file, so `dest` is a
+    workdir that a rerun with the same config resumes.
+
+    Args:
+      dest: a directory without a store of its own (created if missing).
+
+    Returns:
+      The path of the copied database, ``dest/results.sqlite``.
+
+    Raises:
+      ValueError: if `dest` already holds a results.sqlite or a config.json.
+    """
+    dest = pathlib.Path(dest)
+    target = dest / DB_NAME
+    if target.exists() or (dest / CONFIG_NAME).exists():
+      raise ValueError(f"{dest} already holds a store; back up into a new directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{DB_NAME}.", suffix=".tmp")
+    os.close(fd)
+    try:
+      copy = sqlite3.connect(tmp, isolation_level=None)
+      try:
+        self._conn.backup(copy)
+        copy.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal beside it
+      finally:
+        copy.close()
+      config = self.workdir / CONFIG_NAME
+      if config.exists():
+        _atomic_write_text(dest / CONFIG_NAME, config.read_text())
+      os.replace(tmp, target)
+    except BaseException:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+      raise
+    return target
+
   # -- lifetime -----------------------------------------------------------------------
 
   def close(self) -> None:
@@ -670,3 +713,30 @@ def _csv_field(name: str, value: Any) -> str:
   if isinstance(value, float):
     return repr(value)
   return str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m imbjax.store WORKDIR --backup DEST` (and ``--csv PATH``)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      prog="python -m imbjax.store",
+      description="Copy or export a study's results store (safe while a sweep runs).")
+  parser.add_argument("workdir", help="the study directory holding results.sqlite")
+  parser.add_argument("--backup", metavar="DEST",
+                      help="copy the store and config.json into the new directory DEST")
+  parser.add_argument("--csv", metavar="PATH", help="export every row as CSV to PATH")
+  args = parser.parse_args(argv)
+  if not (pathlib.Path(args.workdir) / DB_NAME).exists():
+    parser.error(f"{args.workdir} holds no {DB_NAME}")
+  if not (args.backup or args.csv):
+    parser.error("nothing to do: give --backup DEST and/or --csv PATH")
+  with ResultsStore(args.workdir) as store:
+    if args.backup:
+      print(f"{len(store)} rows copied to {store.backup(args.backup)}")
+    if args.csv:
+      print(f"{len(store)} rows written to {store.export_csv(args.csv)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

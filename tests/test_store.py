@@ -440,3 +440,50 @@ def test_lock_held_for_a_dead_pid_on_this_host_is_taken_over(tmp_path):
         store_lib.WorkdirLock(tmp_path).acquire()
   finally:
     os.close(fd)
+
+
+# ---- copying --------------------------------------------------------------------------
+
+
+def test_plain_copy_misses_groups_in_the_wal_but_backup_keeps_them(tmp_path):
+  import shutil
+  src = tmp_path / "src"
+  with ResultsStore(src) as st:  # a sweep still running: its groups sit in the -wal
+    st.check_config(_FP, version="0.1.0")
+    st.write_group([make_row("a"), make_row("b")])
+    shutil.copy(src / store_lib.DB_NAME, tmp_path / "plain.sqlite")
+    with sqlite3.connect(tmp_path / "plain.sqlite") as db:  # the trap: no rows at all
+      tables = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+      assert ("runs",) not in tables or not db.execute("SELECT * FROM runs").fetchall()
+    copied = st.backup(tmp_path / "copy")
+    with pytest.raises(ValueError, match="already holds a store"):
+      st.backup(tmp_path / "copy")
+  assert sorted(p.name for p in copied.parent.iterdir()) == ["config.json",
+                                                             "results.sqlite"]
+  with ResultsStore(copied.parent) as st:  # a workdir that resumes
+    st.check_config(_FP, version="0.1.0")
+    assert st.done_keys() == {"a", "b"}
+    with ResultsStore(src) as original:
+      assert same(st.rows(), original.rows())
+
+
+def test_backup_from_the_command_line_while_a_writer_holds_the_store(tmp_path):
+  src = tmp_path / "src"
+  with ResultsStore(src) as st:
+    st.check_config(_FP, version="0.1.0")
+    st.write_group([make_row("a")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "imbjax.store", str(src), "--backup",
+         str(tmp_path / "copy"), "--csv", str(tmp_path / "rows.csv")],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+        timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert "1 rows copied to" in proc.stdout
+  with ResultsStore(tmp_path / "copy") as st:
+    assert st.done_keys() == {"a"} and st.fingerprint() == _FP
+  assert (tmp_path / "rows.csv").read_text().count("\n") == 2
+  bad = subprocess.run([sys.executable, "-m", "imbjax.store", str(tmp_path / "none"),
+                        "--backup", str(tmp_path / "x")], cwd=REPO,
+                       env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
+                       text=True, timeout=120)
+  assert bad.returncode == 2 and "holds no results.sqlite" in bad.stderr
