@@ -11,12 +11,28 @@ Examples:
       --config.mus='(0.5,)' --config.repetitions=2 --config.iterations=2000 \
       --workdir=runs/mnist_demo
 
-Rerunning the same command resumes: finished population groups are skipped.
+Rerunning the same command resumes: finished population groups are skipped. One sweep
+at a time per workdir: a second one says who holds it and exits (`--wait` waits).
+Ctrl-C or SIGTERM stops within seconds (a second signal, or 10 s, ends the process at
+once); every stored group is kept and the rerun resumes.
 """
 
+import contextlib
+import logging as std_logging
 import os
+import re
+import signal
+import socket
+import sqlite3
+import sys
+import tempfile
+import threading
 
-import jax
+# TensorFlow's INFO lines from C++ (a user's setting wins). TF 2.21 logs its start-up
+# notices through absl, which ignores this; `_import_tensorflow_quietly` drops those.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
+
+import jax  # pylint: disable=g-import-not-at-top
 from absl import app
 from absl import flags
 from absl import logging
@@ -37,6 +53,8 @@ _COORDINATOR = flags.DEFINE_string(
     "several hosts with jax.distributed (every process runs the same command).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_WAIT = flags.DEFINE_bool("wait", False, "If another sweep holds the workdir, wait for "
+                          "it to finish instead of exiting.")
 _CPU_DEVICES = flags.DEFINE_string(
     "cpu_devices", "auto", "On a CPU host: split it into this many single-threaded "
     "devices and shard each population's models over them; 0: one per core; 1: one "
@@ -67,10 +85,118 @@ def cpu_devices(flag: str, config) -> int:
   return cores if study.largest_population(config) >= cores else 1
 
 
+_GRACE_S = 10.0
+_WAKEUP: list[socket.socket] = []
+# An absl C++ INFO line: "I0000 00:00:1796160792.266029   24772 port.cc:153] ..."
+_ABSL_INFO = re.compile(r"^I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ")
+
+
+def _stop_on_signals() -> None:
+  """SIGINT/SIGTERM: interrupt the study, then end the process if it lingers.
+
+  The signal raises KeyboardInterrupt in the main thread (a group in flight is rolled
+  back; stored groups stay). The main thread only sees it between bytecodes, which may
+  be long inside XLA, so the C-level handler also wakes a watcher thread (through
+  `signal.set_wakeup_fd`) that, on a second signal or after `_GRACE_S` seconds, exits
+  without running exit handlers (which could wait on background threads for tens of
+  seconds). A SIGINT the shell asked to ignore (a background job) stays ignored.
+  """
+  reader, writer = socket.socketpair()
+  _WAKEUP.extend([reader, writer])  # kept open for the life of the process
+  writer.setblocking(False)
+  signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+
+  def interrupt(signum, frame):
+    del frame
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+  if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    signal.signal(signal.SIGINT, interrupt)
+  signal.signal(signal.SIGTERM, interrupt)
+
+  def watch():
+    sig = reader.recv(1)[0]
+    print(f"\nsweep: {signal.Signals(sig).name}, stopping; stored groups are kept and "
+          "rerunning the same command resumes", file=sys.stderr, flush=True)
+    reader.settimeout(_GRACE_S)
+    with contextlib.suppress(TimeoutError):
+      reader.recv(1)
+    print("sweep: stopped", file=sys.stderr, flush=True)
+    os._exit(128 + sig)  # pylint: disable=protected-access
+
+  threading.Thread(target=watch, name="sweep-signals", daemon=True).start()
+
+
+def _import_tensorflow_quietly() -> None:
+  """Imports TensorFlow (TensorBoard scalars, tf.data) without its start-up INFO lines.
+
+  TF's C++ start-up notices ("oneDNN custom operations are on", "All log messages
+  before absl::InitializeLog()") go straight to file descriptor 2, so the import runs
+  with it captured and everything but those INFO lines is written back. TF is kept off
+  the GPUs: JAX owns them.
+  """
+  with tempfile.TemporaryFile() as captured:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow as tf  # pylint: disable=g-import-not-at-top
+    except ImportError:
+      tf = None
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+    captured.seek(0)
+    for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+      if not (_ABSL_INFO.match(line) or "before absl::InitializeLog()" in line):
+        sys.stderr.write(line)
+  if tf is not None:
+    tf.config.set_visible_devices([], "GPU")
+
+
+def _stored_rows(workdir) -> int | str:
+  try:
+    with sqlite3.connect(f"file:{os.path.join(workdir, store_lib.DB_NAME)}?mode=ro",
+                         uri=True) as db:
+      return db.execute(f"SELECT COUNT(*) FROM {store_lib.TABLE}").fetchone()[0]
+  except sqlite3.Error:
+    return "no"
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
-  n = cpu_devices(_CPU_DEVICES.value, _CONFIG.value)
+  _stop_on_signals()
+  # JAX probes for a TPU at start-up and logs the miss at INFO; other backends' messages
+  # (a GPU that fails to start) are warnings and still show.
+  std_logging.getLogger("jax._src.xla_bridge").setLevel(std_logging.WARNING)
+  config = _CONFIG.value
+  workdir = _WORKDIR.value or os.path.join(
+      "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
+  lock = None
+  if not _PROCESS_ID.value:  # process 0 (or the only one) writes the store
+    lock = store_lib.WorkdirLock(workdir, wait=_WAIT.value,
+                                 on_wait=lambda m: print(m, file=sys.stderr, flush=True))
+    try:
+      lock.acquire()
+    except store_lib.WorkdirBusy as e:
+      sys.exit(f"sweep: {e}")
+  try:
+    _import_tensorflow_quietly()
+    _run(config, workdir)
+  except KeyboardInterrupt as e:
+    print(f"sweep: interrupted; {_stored_rows(workdir)} rows stored in {workdir}",
+          file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    name = e.args[0] if e.args and e.args[0] in ("SIGINT", "SIGTERM") else "SIGINT"
+    os._exit(128 + signal.Signals[name])  # pylint: disable=protected-access
+  finally:
+    if lock is not None:
+      lock.release()
+
+
+def _run(config, workdir):
+  n = cpu_devices(_CPU_DEVICES.value, config)
   if n != 1:
     engine.use_cpu_devices(n)
   if _COORDINATOR.value:
@@ -79,9 +205,6 @@ def main(argv):
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
                                process_id=_PROCESS_ID.value)
-  config = _CONFIG.value
-  workdir = _WORKDIR.value or os.path.join(
-      "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
   logging.set_verbosity(logging.INFO)
   result = study.train_and_evaluate(config, workdir, log=print)
   if "store" not in result:  # not process 0: nothing to print

@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+import inspect
 from typing import Callable
 
 import jax.numpy as jnp
@@ -72,9 +73,33 @@ def schedule(name: str, **kwargs) -> Schedule:
   Raises:
     ValueError: for an unknown name (the message lists the known ones).
   """
+  check_schedule(name, kwargs)
+  return _SCHEDULES[name](**kwargs)
+
+
+def schedule_names() -> tuple[str, ...]:
+  """The registered schedule names."""
+  return tuple(sorted(_SCHEDULES))
+
+
+def check_schedule(name: str, kwargs) -> None:
+  """Refuses an unknown schedule or arguments it does not take, building nothing.
+
+  Args:
+    name: a schedule name (see `schedule_names`).
+    kwargs: the keyword arguments `schedule` would pass it.
+
+  Raises:
+    ValueError: naming the schedule and the arguments it accepts.
+  """
   if name not in _SCHEDULES:
     raise ValueError(f"unknown schedule {name!r}; known: {sorted(_SCHEDULES)}")
-  return _SCHEDULES[name](**kwargs)
+  params = inspect.signature(_SCHEDULES[name]).parameters
+  try:
+    inspect.signature(_SCHEDULES[name]).bind(**dict(kwargs))
+  except TypeError as e:
+    raise ValueError(f"schedule {name!r} takes arguments {list(params)}, got "
+                     f"{sorted(dict(kwargs))}: {e}") from None
 
 
 def _caffe_sgd(base_lr, momentum, weight_decay, *, multiplier: Schedule):

@@ -2,8 +2,9 @@
 
 A study trains populations of models for hours. This module owns what survives it:
 ``WORKDIR/results.sqlite`` (table ``runs``, schema :data:`SCHEMA`), the run keys a rerun
-skips, ``WORKDIR/config.json`` (the fingerprint that a rerun must match) and the CSV
-export. Nothing here knows how a run is trained; the driver computes ``run_key`` and
+skips, the study's fingerprint (the config fields a rerun must match; kept in the
+store's own ``meta`` table and in ``WORKDIR/config.json`` beside it), the CSV export
+and :meth:`ResultsStore.backup`. Nothing here knows how a run is trained; the driver computes ``run_key`` and
 hands whole groups of finished rows to :meth:`ResultsStore.write_group`.
 
 Guarantees:
@@ -12,6 +13,9 @@ Guarantees:
   loses at most the group in flight and never leaves a partial row or a partial group.
   The database runs in WAL mode with ``synchronous=FULL``, so a committed group also
   survives a power cut.
+* **No orphans.** A store with rows but no ``config.json``, an empty or missing
+  ``results.sqlite`` beside a ``config.json``, and a ``config.json`` that disagrees
+  with the ``meta`` table are refused, each with what to do.
 * **Resume.** :meth:`ResultsStore.done_keys` lists the finished run keys, diverged
   runs included (rerunning a seeded run cannot change its outcome).
 * **Duplicates.** A row whose ``run_key`` is already stored is skipped silently when it
@@ -47,13 +51,17 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import fcntl
 import json
 import logging
 import math
 import os
 import pathlib
+import socket
 import sqlite3
+import sys
 import tempfile
+import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -62,7 +70,11 @@ import numpy as np
 DB_NAME = "results.sqlite"
 CONFIG_NAME = "config.json"
 CSV_NAME = "results.csv"
+LOCK_NAME = "sweep.lock"
 TABLE = "runs"
+# key -> JSON value: 'fingerprint', 'version', 'created_at', written with the first
+# check_config, so the fingerprint travels with the rows it describes.
+META_TABLE = "meta"
 
 # The single source of truth for the row layout: the driver and the CSV export read it.
 SCHEMA: list[tuple[str, str]] = [
@@ -257,10 +269,25 @@ class ResultsStore:
     self._conn = sqlite3.connect(self.path, timeout=timeout_s, isolation_level=None)
     self._conn.execute("PRAGMA journal_mode=WAL")
     self._conn.execute("PRAGMA synchronous=FULL")
+    had_runs = self._conn.execute(
+        "SELECT 1 FROM sqlite_master WHERE type='table' AND name=?", (TABLE,)).fetchone()
+    config_path = self.workdir / CONFIG_NAME
+    if had_runs is None and config_path.exists():
+      # The config says results were started here, but the store is empty or gone
+      # (a 0-byte file, a deleted one, or a copy without its -wal file): retraining
+      # silently would hide the loss.
+      self.close()
+      raise ValueError(
+          f"{self.path} is empty or missing, but {config_path} says a study was started "
+          f"in {self.workdir}. Restore results.sqlite (copy it together with its "
+          f"{DB_NAME}-wal file, or make a copy with `python -m imbjax.store --backup`), "
+          f"or delete {config_path} to start the study afresh.")
     cols = ", ".join(
         f"{name} {sqltype}" + (" PRIMARY KEY" if name == "run_key" else "")
         for name, sqltype in SCHEMA)
     self._conn.execute(f"CREATE TABLE IF NOT EXISTS {TABLE} ({cols})")
+    self._conn.execute(
+        f"CREATE TABLE IF NOT EXISTS {META_TABLE} (key TEXT PRIMARY KEY, value TEXT)")
     stored = self._add_new_columns()
     if stored != list(COLUMNS):
       self.close()
@@ -284,6 +311,9 @@ class ResultsStore:
   def check_config(self, fingerprint: Mapping[str, Any], *, version: str) -> None:
     """Records the study's fingerprint on the first call; refuses a different one later.
 
+    The fingerprint is kept twice: in the store's own ``meta`` table (so it cannot
+    drift from the rows) and in ``config.json`` beside it (for people and tools).
+
     Args:
       fingerprint: the fields that define the results (dataset, model, iterations,
         seed, ...), JSON-serializable. Grid lists belong elsewhere so that a rerun may
@@ -292,9 +322,10 @@ class ResultsStore:
         on a rerun is logged, not refused.
 
     Raises:
-      ValueError: if ``config.json`` exists and its fingerprint differs in any field
-        (each differing field is named with its stored and new values), or the
-        fingerprint is not JSON-serializable, or ``config.json`` is unreadable.
+      ValueError: if the stored fingerprint differs in any field (each differing field
+        is named with its stored and new values); if ``config.json`` is missing beside
+        stored rows; if ``config.json`` and the ``meta`` table disagree; if the
+        fingerprint is not JSON-serializable or ``config.json`` is unreadable.
     """
     if not isinstance(fingerprint, Mapping):
       raise ValueError(f"fingerprint must be a mapping, got {type(fingerprint).__name__}")
@@ -303,27 +334,70 @@ class ResultsStore:
     except (TypeError, ValueError) as e:
       raise ValueError(f"fingerprint {fingerprint!r} is not JSON serializable: {e}") from None
     path = self.workdir / CONFIG_NAME
-    if not path.exists():
-      record = {"fingerprint": new, "version": version, "created_at": _now()}
-      _atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
-      return
-    try:
-      record = json.loads(path.read_text())
-      old = record["fingerprint"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-      raise ValueError(f"{path} is not a config written by this store: {e!r}") from None
-    absent = "<absent>"
-    diffs = [f"{k}: stored {old.get(k, absent)!r}, now {new.get(k, absent)!r}"
-             for k in sorted(set(old) | set(new))
-             if old.get(k, absent) != new.get(k, absent)]
-    if diffs:
+    meta = self._meta()
+    record = None
+    if path.exists():
+      try:
+        record = json.loads(path.read_text())
+      except json.JSONDecodeError as e:
+        raise ValueError(f"{path} is not a config written by this store: {e!r}") from None
+      if not isinstance(record, dict) or "fingerprint" not in record:
+        raise ValueError(f"{path} is not a config written by this store: it has no "
+                         f"'fingerprint'")
+    elif len(self):
+      raise ValueError(
+          f"{path} is missing beside {self.path}, which holds {len(self)} rows, so "
+          f"nothing says which configuration they belong to. Copy config.json from "
+          f"where the store came from (the store records: {meta and meta['fingerprint']}),"
+          f" or use a new --workdir.")
+    if meta is not None and record is not None and meta["fingerprint"] != record[
+        "fingerprint"]:
+      raise ValueError(
+          f"{path} and the fingerprint recorded inside {self.path} disagree ("
+          + _diff(meta["fingerprint"], record["fingerprint"], "store", "config.json")
+          + "); one of them was edited or copied from elsewhere. Restore the matching "
+          "pair, or use a new --workdir.")
+    old = (meta or record or {}).get("fingerprint")
+    if old is not None and old != new:
       raise ValueError(
           f"workdir {self.workdir} holds results of a different configuration ("
-          + "; ".join(diffs) + "). Use a new --workdir, or rerun with the stored "
-          "configuration to resume.")
-    if record.get("version") != version:
+          + _diff(old, new, "stored", "now") + "). Use a new --workdir, or rerun with "
+          "the stored configuration to resume.")
+    if meta is None:
+      meta = {"fingerprint": new, "version": version,
+              "created_at": (record or {}).get("created_at", _now())}
+      self._conn.execute("BEGIN IMMEDIATE")
+      try:
+        raced = self._meta()
+        if raced is None:
+          self._conn.executemany(
+              f"INSERT INTO {META_TABLE} (key, value) VALUES (?, ?)",
+              [(k, json.dumps(v, sort_keys=True)) for k, v in meta.items()])
+        self._conn.execute("COMMIT")
+      except BaseException:
+        if self._conn.in_transaction:
+          self._conn.execute("ROLLBACK")
+        raise
+      if raced is not None and raced["fingerprint"] != new:
+        raise ValueError(f"workdir {self.workdir} was just started by another process "
+                         f"with a different configuration ("
+                         + _diff(raced["fingerprint"], new, "stored", "now") + ")")
+    if record is None:
+      record = {"fingerprint": new, "version": version, "created_at": meta["created_at"]}
+      _atomic_write_text(path, json.dumps(record, indent=2, sort_keys=True) + "\n")
+    elif record.get("version") != version:
       _log.warning("workdir %s was written by version %s; this is version %s",
                    self.workdir, record.get("version"), version)
+
+  def fingerprint(self) -> dict | None:
+    """The fingerprint recorded in the store (None before the first `check_config`)."""
+    meta = self._meta()
+    return None if meta is None else meta["fingerprint"]
+
+  def _meta(self) -> dict | None:
+    rows = self._conn.execute(f"SELECT key, value FROM {META_TABLE}").fetchall()
+    meta = {k: json.loads(v) for k, v in rows}
+    return meta if "fingerprint" in meta else None
 
   # -- writing ------------------------------------------------------------------------
 
@@ -448,6 +522,49 @@ class ResultsStore:
     _atomic_write_text(path, "".join(lines.parts))
     return path
 
+  # -- copying ------------------------------------------------------------------------
+
+  def backup(self, dest: str | os.PathLike) -> pathlib.Path:
+    """Copies the store and its config.json into the directory `dest`, consistently.
+
+    A plain copy of ``results.sqlite`` may miss committed groups: in WAL mode they sit
+    in ``results.sqlite-wal`` until a checkpoint. This copies through SQLite's online
+    backup (safe while a sweep writes), as one self-contained file, so `dest` is a
+    workdir that a rerun with the same config resumes.
+
+    Args:
+      dest: a directory without a store of its own (created if missing).
+
+    Returns:
+      The path of the copied database, ``dest/results.sqlite``.
+
+    Raises:
+      ValueError: if `dest` already holds a results.sqlite or a config.json.
+    """
+    dest = pathlib.Path(dest)
+    target = dest / DB_NAME
+    if target.exists() or (dest / CONFIG_NAME).exists():
+      raise ValueError(f"{dest} already holds a store; back up into a new directory")
+    dest.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest, prefix=f".{DB_NAME}.", suffix=".tmp")
+    os.close(fd)
+    try:
+      copy = sqlite3.connect(tmp, isolation_level=None)
+      try:
+        self._conn.backup(copy)
+        copy.execute("PRAGMA journal_mode=DELETE")  # one file, no -wal beside it
+      finally:
+        copy.close()
+      config = self.workdir / CONFIG_NAME
+      if config.exists():
+        _atomic_write_text(dest / CONFIG_NAME, config.read_text())
+      os.replace(tmp, target)
+    except BaseException:
+      with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+      raise
+    return target
+
   # -- lifetime -----------------------------------------------------------------------
 
   def close(self) -> None:
@@ -461,6 +578,138 @@ class ResultsStore:
 
   def __exit__(self, *exc: Any) -> None:
     self.close()
+
+
+def _diff(a: Mapping[str, Any], b: Mapping[str, Any], a_name: str, b_name: str) -> str:
+  absent = "<absent>"
+  return "; ".join(f"{k}: {a_name} {a.get(k, absent)!r}, {b_name} {b.get(k, absent)!r}"
+                   for k in sorted(set(a) | set(b)) if a.get(k, absent) != b.get(k, absent))
+
+
+class WorkdirBusy(RuntimeError):
+  """Another live process holds the workdir's lock; `holder` says who."""
+
+  def __init__(self, message: str, holder: Mapping[str, Any]):
+    super().__init__(message)
+    self.holder = dict(holder)
+
+
+def _pid_alive(pid: int) -> bool:
+  try:
+    os.kill(pid, 0)
+  except ProcessLookupError:
+    return False
+  except PermissionError:  # alive, another user's
+    return True
+  return True
+
+
+class WorkdirLock:
+  """An exclusive lock on a workdir, so that two sweeps never train the same groups.
+
+  `fcntl.flock` on ``WORKDIR/sweep.lock``: the kernel drops the lock when its holder
+  dies, however it dies. The file records the holder (pid, host, start time, command)
+  for the refusal message. A lock still held by a process that is not alive on this
+  host (a forked child kept the descriptor) is taken over: the file is replaced and
+  the old holder keeps a lock on a file nobody opens. flock does not reach across
+  hosts on every network file system; run one sweep per workdir there.
+
+  Args:
+    workdir: the study directory (created if missing).
+    wait: when the lock is held, wait for it instead of raising `WorkdirBusy`.
+    poll_s: seconds between attempts while waiting.
+    on_wait: called once with the holder message when a wait starts.
+
+  Example::
+
+    with WorkdirLock(workdir):
+      train_and_evaluate(config, workdir)
+  """
+
+  def __init__(self, workdir: str | os.PathLike, *, wait: bool = False,
+               poll_s: float = 1.0, on_wait=None):
+    self.path = pathlib.Path(workdir) / LOCK_NAME
+    self.wait = wait
+    self.poll_s = poll_s
+    self.on_wait = on_wait
+    self._fd: int | None = None
+
+  def holder(self) -> dict:
+    """The holder recorded in the lock file ({} if none or unreadable)."""
+    try:
+      holder = json.loads(self.path.read_text() or "{}")
+    except (OSError, json.JSONDecodeError):
+      return {}
+    return holder if isinstance(holder, dict) else {}
+
+  def acquire(self) -> "WorkdirLock":
+    """Takes the lock, waiting if `wait`; returns self.
+
+    Raises:
+      WorkdirBusy: if another live process holds it and `wait` is False.
+    """
+    self.path.parent.mkdir(parents=True, exist_ok=True)
+    announced = False
+    while True:
+      fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+      try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+      except BlockingIOError:
+        holder = self.holder()
+        if (holder.get("host") == socket.gethostname()
+            and isinstance(holder.get("pid"), int) and not _pid_alive(holder["pid"])):
+          _log.warning("taking over %s from pid %s, which is no longer alive",
+                       self.path, holder["pid"])
+          with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+              os.unlink(self.path)
+          os.close(fd)
+          continue
+        os.close(fd)
+        message = self._busy_message(holder)
+        if not self.wait:
+          raise WorkdirBusy(message, holder) from None
+        if not announced and self.on_wait is not None:
+          self.on_wait(message + "; waiting")
+        announced = True
+        time.sleep(self.poll_s)
+        continue
+      try:
+        same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+      except FileNotFoundError:
+        same = False
+      if not same:  # replaced by a takeover between open and flock: try again
+        os.close(fd)
+        continue
+      record = {"pid": os.getpid(), "host": socket.gethostname(), "started": _now(),
+                "command": " ".join(sys.argv)}
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, (json.dumps(record) + "\n").encode(), 0)
+      os.fsync(fd)
+      self._fd = fd
+      return self
+
+  def _busy_message(self, holder: Mapping[str, Any]) -> str:
+    who = (f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started "
+           f"{holder.get('started', '?')}")
+    if holder.get("command"):
+      who += f" ({holder['command']})"
+    return (f"workdir {self.path.parent} is in use by {who}. Wait for it to finish "
+            f"(--wait waits), or use another --workdir")
+
+  def release(self) -> None:
+    """Releases the lock (idempotent)."""
+    if self._fd is not None:
+      with contextlib.suppress(OSError):
+        os.ftruncate(self._fd, 0)
+      os.close(self._fd)  # closing the descriptor drops the flock
+      self._fd = None
+
+  def __enter__(self) -> "WorkdirLock":
+    return self.acquire()
+
+  def __exit__(self, *exc: Any) -> None:
+    self.release()
 
 
 class _CsvLines:
@@ -480,3 +729,30 @@ def _csv_field(name: str, value: Any) -> str:
   if isinstance(value, float):
     return repr(value)
   return str(value)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """`python -m imbjax.store WORKDIR --backup DEST` (and ``--csv PATH``)."""
+  import argparse  # pylint: disable=g-import-not-at-top
+  parser = argparse.ArgumentParser(
+      prog="python -m imbjax.store",
+      description="Copy or export a study's results store (safe while a sweep runs).")
+  parser.add_argument("workdir", help="the study directory holding results.sqlite")
+  parser.add_argument("--backup", metavar="DEST",
+                      help="copy the store and config.json into the new directory DEST")
+  parser.add_argument("--csv", metavar="PATH", help="export every row as CSV to PATH")
+  args = parser.parse_args(argv)
+  if not (pathlib.Path(args.workdir) / DB_NAME).exists():
+    parser.error(f"{args.workdir} holds no {DB_NAME}")
+  if not (args.backup or args.csv):
+    parser.error("nothing to do: give --backup DEST and/or --csv PATH")
+  with ResultsStore(args.workdir) as store:
+    if args.backup:
+      print(f"{len(store)} rows copied to {store.backup(args.backup)}")
+    if args.csv:
+      print(f"{len(store)} rows written to {store.export_csv(args.csv)}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

@@ -224,6 +224,81 @@ def test_check_config(tmp_path):
     ResultsStore(tmp_path / "x").check_config({"f": object()}, version="0")
 
 
+_FP = {"dataset": "mnist", "model": "lenet5", "iterations": 10_000}
+
+
+def _started(workdir, rows=1):
+  """A workdir with a fingerprint and `rows` stored rows, its store closed."""
+  with ResultsStore(workdir) as st:
+    st.check_config(_FP, version="0.1.0")
+    if rows:
+      st.write_group([make_row(f"k{i}") for i in range(rows)])
+
+
+def test_store_records_its_fingerprint_in_its_own_schema(tmp_path):
+  _started(tmp_path)
+  with sqlite3.connect(tmp_path / store_lib.DB_NAME) as db:
+    meta = dict(db.execute("SELECT key, value FROM meta"))
+  assert json.loads(meta["fingerprint"]) == _FP and json.loads(meta["version"]) == "0.1.0"
+  with ResultsStore(tmp_path) as st:
+    assert st.fingerprint() == _FP
+
+
+def test_store_without_config_json_beside_its_rows_is_refused(tmp_path):
+  _started(tmp_path)
+  (tmp_path / store_lib.CONFIG_NAME).unlink()
+  with ResultsStore(tmp_path) as st:
+    with pytest.raises(ValueError, match=r"config.json is missing .* holds 1 rows.*"
+                       r"Copy config.json .*'iterations': 10000"):
+      st.check_config(_FP, version="0.1.0")
+  assert not (tmp_path / store_lib.CONFIG_NAME).exists()
+
+
+def test_store_without_config_json_and_without_rows_starts(tmp_path):
+  # A crash between the store's creation and config.json: nothing to lose, continue.
+  _started(tmp_path, rows=0)
+  (tmp_path / store_lib.CONFIG_NAME).unlink()
+  with ResultsStore(tmp_path) as st:
+    st.check_config(_FP, version="0.1.0")
+  assert (tmp_path / store_lib.CONFIG_NAME).exists()
+
+
+@pytest.mark.parametrize("how", ["zero_bytes", "deleted"])
+def test_empty_store_beside_config_json_is_refused_not_retrained(tmp_path, how):
+  _started(tmp_path)
+  for suffix in ("", "-wal", "-shm"):
+    (tmp_path / (store_lib.DB_NAME + suffix)).unlink(missing_ok=True)
+  if how == "zero_bytes":
+    (tmp_path / store_lib.DB_NAME).write_bytes(b"")
+  with pytest.raises(ValueError, match=r"results.sqlite is empty or missing, but .*"
+                     r"config.json says a study was started.*delete .*config.json"):
+    ResultsStore(tmp_path)
+
+
+def test_config_json_that_disagrees_with_the_store_meta_is_refused(tmp_path):
+  _started(tmp_path)
+  path = tmp_path / store_lib.CONFIG_NAME
+  record = json.loads(path.read_text())
+  record["fingerprint"]["iterations"] = 500  # edited by hand, or copied from elsewhere
+  path.write_text(json.dumps(record))
+  with ResultsStore(tmp_path) as st:
+    with pytest.raises(ValueError, match=r"disagree \(iterations: store 10000, "
+                       r"config.json 500\)"):
+      st.check_config(dict(_FP, iterations=500), version="0.1.0")
+
+
+def test_store_from_before_meta_adopts_its_config_json(tmp_path):
+  _started(tmp_path)
+  with sqlite3.connect(tmp_path / store_lib.DB_NAME) as db:
+    db.execute("DROP TABLE meta")
+  with ResultsStore(tmp_path) as st:
+    assert st.fingerprint() is None
+    with pytest.raises(ValueError, match="iterations: stored 10000, now 5"):
+      st.check_config(dict(_FP, iterations=5), version="0.1.0")
+    st.check_config(_FP, version="0.1.0")
+    assert st.fingerprint() == _FP
+
+
 # ---- kill-safety ----------------------------------------------------------------------
 
 _CHILD = textwrap.dedent("""
@@ -323,3 +398,107 @@ def test_sigkill_inside_transaction_loses_only_that_group(tmp_path):
   assert out.split("\n")[-2] == "begin 2"  # died inside write_group of group 2
   counts = _check_groups(tmp_path, group_size)
   assert set(counts) == {"g0", "g1"}
+
+
+# ---- the workdir lock -----------------------------------------------------------------
+
+_HOLDER = textwrap.dedent("""
+    import sys, time
+    from imbjax.store import WorkdirLock
+    lock = WorkdirLock(sys.argv[1]).acquire()
+    print("locked", flush=True)
+    time.sleep(60)
+""")
+
+
+def test_second_process_is_told_who_holds_the_workdir_then_may_wait(tmp_path):
+  import socket
+  env = dict(os.environ, PYTHONPATH=REPO)
+  holder = subprocess.Popen([sys.executable, "-c", _HOLDER, str(tmp_path)], env=env,
+                            stdout=subprocess.PIPE, text=True)
+  try:
+    assert holder.stdout.readline().strip() == "locked"
+    with pytest.raises(store_lib.WorkdirBusy,
+                       match=rf"in use by pid {holder.pid} on {socket.gethostname()}, "
+                             r"started 20\d\d-.*--wait") as info:
+      store_lib.WorkdirLock(tmp_path).acquire()
+    assert info.value.holder["pid"] == holder.pid
+    messages = []
+    waiting = store_lib.WorkdirLock(tmp_path, wait=True, poll_s=0.05,
+                                    on_wait=messages.append)
+    killer = subprocess.Popen([sys.executable, "-c",
+                               f"import os, time; time.sleep(1); os.kill({holder.pid}, 9)"])
+    with waiting:
+      assert waiting.holder()["pid"] == os.getpid()
+    killer.wait()
+    assert len(messages) == 1 and f"pid {holder.pid}" in messages[0]
+  finally:
+    holder.kill()
+    holder.wait()
+
+
+def test_lock_held_for_a_dead_pid_on_this_host_is_taken_over(tmp_path):
+  import fcntl
+  import socket
+  dead = subprocess.Popen([sys.executable, "-c", "pass"])
+  dead.wait()
+  path = tmp_path / store_lib.LOCK_NAME
+  # A descriptor that outlived its process (a forked child kept it): flock still held.
+  fd = os.open(path, os.O_RDWR | os.O_CREAT)
+  fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+  os.write(fd, json.dumps({"pid": dead.pid, "host": socket.gethostname(),
+                           "started": "then"}).encode())
+  try:
+    with store_lib.WorkdirLock(tmp_path) as lock:
+      assert lock.holder()["pid"] == os.getpid()
+      with pytest.raises(store_lib.WorkdirBusy):  # and it is really held now
+        store_lib.WorkdirLock(tmp_path).acquire()
+  finally:
+    os.close(fd)
+
+
+# ---- copying --------------------------------------------------------------------------
+
+
+def test_plain_copy_misses_groups_in_the_wal_but_backup_keeps_them(tmp_path):
+  import shutil
+  src = tmp_path / "src"
+  with ResultsStore(src) as st:  # a sweep still running: its groups sit in the -wal
+    st.check_config(_FP, version="0.1.0")
+    st.write_group([make_row("a"), make_row("b")])
+    shutil.copy(src / store_lib.DB_NAME, tmp_path / "plain.sqlite")
+    with sqlite3.connect(tmp_path / "plain.sqlite") as db:  # the trap: no rows at all
+      tables = db.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+      assert ("runs",) not in tables or not db.execute("SELECT * FROM runs").fetchall()
+    copied = st.backup(tmp_path / "copy")
+    with pytest.raises(ValueError, match="already holds a store"):
+      st.backup(tmp_path / "copy")
+  assert sorted(p.name for p in copied.parent.iterdir()) == ["config.json",
+                                                             "results.sqlite"]
+  with ResultsStore(copied.parent) as st:  # a workdir that resumes
+    st.check_config(_FP, version="0.1.0")
+    assert st.done_keys() == {"a", "b"}
+    with ResultsStore(src) as original:
+      assert same(st.rows(), original.rows())
+
+
+def test_backup_from_the_command_line_while_a_writer_holds_the_store(tmp_path):
+  src = tmp_path / "src"
+  with ResultsStore(src) as st:
+    st.check_config(_FP, version="0.1.0")
+    st.write_group([make_row("a")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "imbjax.store", str(src), "--backup",
+         str(tmp_path / "copy"), "--csv", str(tmp_path / "rows.csv")],
+        cwd=REPO, env=dict(os.environ, PYTHONPATH=REPO), capture_output=True, text=True,
+        timeout=120)
+  assert proc.returncode == 0, proc.stderr
+  assert "1 rows copied to" in proc.stdout
+  with ResultsStore(tmp_path / "copy") as st:
+    assert st.done_keys() == {"a"} and st.fingerprint() == _FP
+  assert (tmp_path / "rows.csv").read_text().count("\n") == 2
+  bad = subprocess.run([sys.executable, "-m", "imbjax.store", str(tmp_path / "none"),
+                        "--backup", str(tmp_path / "x")], cwd=REPO,
+                       env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
+                       text=True, timeout=120)
+  assert bad.returncode == 2 and "holds no results.sqlite" in bad.stderr

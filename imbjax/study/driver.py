@@ -32,31 +32,13 @@ import numpy as np
 import imbjax
 from imbjax import engine
 from imbjax import methods as methods_lib
-from imbjax import models
 from imbjax import posthoc as posthoc_lib
 from imbjax import store as store_lib
+from imbjax.study.config import fingerprint, validate_config
 from imbjax.study.data import _input_shape, load_data
-from imbjax.study.grid import (PROFILES, case_counts, cases, fingerprint, groups,
-                               model_specs)
+from imbjax.study.grid import case_counts, cases, groups, model_specs
 from imbjax.study.group import Progress, checkpoint_key, train_group
 from imbjax.study.inputs import make_inputs
-
-def validate_config(config, *, model=None) -> None:
-  """Refuses a config that cannot run, naming the field and what is accepted."""
-  for name in config.methods:
-    methods_lib.get(name)
-  if model is None and ":" not in config.model and config.model not in models.names():
-    raise ValueError(f"unknown model {config.model!r}; known: {models.names()}, or "
-                     f"'package.module:Name' of a flax.linen.Module")
-  if config.iterations <= 0 or config.batch_size <= 0:
-    raise ValueError(f"iterations and batch_size must be > 0, got {config.iterations}, "
-                     f"{config.batch_size}")
-  if config.repetitions <= 0 or config.lr_repeats <= 0:
-    raise ValueError("repetitions and lr_repeats must be >= 1")
-  if not config.base_lrs:
-    raise ValueError("base_lrs must list at least one learning rate")
-  if config.profile not in PROFILES:
-    raise ValueError(f"unknown profile {config.profile!r}; known: {PROFILES}")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike,
@@ -85,6 +67,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
      'total_groups': n, 'store': path}.
   """
   validate_config(config, model=model)
+  # Everything that can refuse the config runs before the workdir is touched, so a
+  # refused run leaves no config.json behind.
+  data = load_data(config, data)
+  trainer = make_trainer(config, data, model)
+  all_cases = cases(config)
+  check_cases(config, all_cases, data)
+  check_posthoc(config, trainer)
+  all_groups = groups(config, all_cases)
+
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
   is_main = jax.process_index() == 0
@@ -93,13 +84,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     store.check_config(fingerprint(config), version=imbjax.__version__)
     (workdir / "study_config.json").write_text(config.to_json(indent=2))
   done = store.done_keys() if store is not None else set()
-
-  data = load_data(config, data)
-  trainer = make_trainer(config, data, model)
-  all_cases = cases(config)
-  check_cases(config, all_cases, data)
-  check_posthoc(config, trainer)
-  all_groups = groups(config, all_cases)
   pending = np.array([
       not all(r.run_key(config) in done for c in g.cases for r in model_specs(config, c)[1])
       for g in all_groups], np.int32)

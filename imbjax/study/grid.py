@@ -1,4 +1,4 @@
-"""The grid of a study: cases, trained models, stored rows, run keys, groups, fingerprint."""
+"""The grid of a study: cases, trained models, stored rows, run keys, groups."""
 
 from __future__ import annotations
 
@@ -11,17 +11,10 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from imbjax import engine
 from imbjax import imbalance
 from imbjax import methods as methods_lib
 
 PROFILES = ("step", "linear", "exponential", "balanced", "original")
-
-# Config fields whose change would make old and new rows incomparable; a rerun in the same
-# workdir must match them (the grid lists may grow: new rows simply add up).
-FINGERPRINT_FIELDS = ("dataset", "model", "max_count", "minority", "iterations",
-                      "batch_size", "seed", "schedule", "weight_decay", "momentum",
-                      "validation_fraction")
 
 
 def _hash32(*parts) -> int:
@@ -224,22 +217,3 @@ def largest_population(config) -> int:
     return 0
   return max(len(g.cases) for g in groups(config, all_cases)) * _phase1_models(
       config, all_cases[0])
-
-
-
-# ----------------------------------------------------------------------------------------
-# The study.
-
-
-def fingerprint(config) -> dict:
-  out = {k: (list(v) if isinstance(v, tuple) else v)
-         for k, v in ((f, config.get(f)) for f in FINGERPRINT_FIELDS)}
-  # bfloat16 computes other numbers than float32, so a workdir must not mix them ('auto'
-  # enters as what it resolves to here). float32 is left out so that workdirs written
-  # before the field existed resume.
-  dtype = engine.resolve_compute_dtype(config.get("compute_dtype", "auto"))
-  if dtype != "float32":
-    out["compute_dtype"] = dtype
-  return out
-
-

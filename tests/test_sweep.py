@@ -1,0 +1,80 @@
+"""experiments.sweep as a process: one sweep per workdir, clean stops, quiet start-up."""
+
+import os
+import pathlib
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+from imbjax import store as store_lib
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TEST_CONFIG = ROOT / "experiments" / "configs" / "test.py"
+
+
+def _sweep(workdir, *flags):
+  cmd = [sys.executable, "-m", "experiments.sweep", f"--config={TEST_CONFIG}",
+         "--config.population_size=3", "--config.make_figures=False", "--cpu_devices=1",
+         f"--workdir={workdir}", *flags]
+  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True)
+
+
+def _stored(workdir) -> int:
+  try:
+    with sqlite3.connect(f"file:{workdir / store_lib.DB_NAME}?mode=ro", uri=True) as db:
+      return db.execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+  except sqlite3.Error:
+    return 0
+
+
+def test_sigint_after_the_first_group_stops_in_seconds_and_the_rerun_resumes(tmp_path):
+  # Old binary: Ctrl-C printed a traceback and hung ~45 s until SIGTERM. The test config
+  # in groups of 3 models: two groups of 8 rows; iterations raised so group 2 is long.
+  proc = _sweep(tmp_path, "--config.iterations=400")
+  deadline = time.time() + 300
+  while _stored(tmp_path) == 0 and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.1)
+  assert proc.poll() is None, proc.communicate()[1][-3000:]
+  sent = time.time()
+  proc.send_signal(signal.SIGINT)
+  out, err = proc.communicate(timeout=60)
+  assert time.time() - sent < 15
+  assert proc.returncode == 130, err[-3000:]
+  assert "Traceback" not in err and "SIGINT, stopping" in err
+  assert "interrupted; 8 rows stored" in err
+  assert _stored(tmp_path) == 8  # the first group, whole; the second rolled back
+  # Start-up noise: no TPU probe, no TensorFlow oneDNN / absl pre-init lines.
+  for noise in ("Unable to initialize backend 'tpu'", "oneDNN", "absl::InitializeLog"):
+    assert noise not in err, err[-3000:]
+
+  rerun = _sweep(tmp_path, "--config.iterations=400")
+  out, err = rerun.communicate(timeout=600)
+  assert rerun.returncode == 0, err[-3000:]
+  assert "2 groups, 1 already done" in out
+  assert _stored(tmp_path) == 16
+
+
+def test_second_sweep_on_a_held_workdir_names_the_holder_and_exits(tmp_path):
+  with store_lib.WorkdirLock(tmp_path):
+    proc = _sweep(tmp_path)
+    out, err = proc.communicate(timeout=120)
+  assert proc.returncode == 1
+  assert f"is in use by pid {os.getpid()} on " in err and "--wait" in err
+  assert not (tmp_path / store_lib.DB_NAME).exists()
+
+
+def test_second_sweep_with_wait_starts_when_the_first_releases(tmp_path):
+  lock = store_lib.WorkdirLock(tmp_path).acquire()
+  proc = _sweep(tmp_path, "--wait", "--config.repetitions=1")
+  try:
+    time.sleep(10)  # the sweep starts up and waits on the lock
+    assert proc.poll() is None and _stored(tmp_path) == 0
+  finally:
+    lock.release()
+  out, err = proc.communicate(timeout=600)
+  assert proc.returncode == 0, err[-3000:]
+  assert f"pid {os.getpid()}" in err and "waiting" in err
+  assert _stored(tmp_path) == 8
