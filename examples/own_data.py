@@ -53,7 +53,7 @@ def get_config(iterations: int = 300):
   c.methods = ("baseline", "oversampling", "undersampling", "thresholding", "focal",
                "logit_adjusted")
   c.iterations, c.batch_size, c.chunk_steps = iterations, 32, 100
-  c.curve_test_examples = 0
+  c.curve_points = 0
   return c
 
 

@@ -44,7 +44,7 @@ def get_config(data_dir: str = "", iterations: int = 300):
   c.methods = ("baseline", "oversampling", "undersampling", "focal",
                "two_phase_oversampling", "thresholding")
   c.iterations, c.batch_size, c.chunk_steps = iterations, 32, 100
-  c.curve_test_examples = 0
+  c.curve_points = 0
   return c
 
 

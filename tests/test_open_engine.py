@@ -181,7 +181,7 @@ def _config(**kw):
   c.iterations = 12
   c.batch_size = 8
   c.chunk_steps = 6
-  c.curve_test_examples = 0
+  c.curve_points = 0
   c.max_count = 0
   c.population_size = 8
   c.repetitions = 1

@@ -57,7 +57,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Execution.
   c.population_size = 64        # phase-1 models per population group
   c.chunk_steps = 500           # steps per compiled lax.scan call
-  c.curve_test_examples = 1000  # test examples scored at each chunk for Figure 8 (0 = off)
+  c.curve_points = 10           # log points of the curves (Figure 8; 0 = none): at each,
+  #                               eval-mode accuracy on a class-balanced training sample
+  #                               and on the test split
+  c.curve_train_per_class = 100 # training sample per class (all of a smaller class)
+  c.curve_test_examples = 0     # 0: the whole test split; n: a class-stratified sample
+  c.test_per_class = 0          # 0: the whole test split; n: a balanced test subset of n
+  #                               per class (Table 1: 1,000; MNIST's test split allows 892)
   c.eval_batch_size = 1000      # test examples per model per evaluation step (fixed, so a
   #                               row does not depend on its population); models go through
   #                               in blocks (1 on CPU, 32 elsewhere: engine.eval_block)

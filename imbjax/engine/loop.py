@@ -106,19 +106,26 @@ def eval_block(trainer: Trainer) -> int:
   return 1 if jax.default_backend() == "cpu" else 32
 
 
-def _predict_local(trainer, params, batch_stats, images, batch_size):
-  """One device's models, in blocks of `eval_block` (padded by repeating the last)."""
+def _predict_local(trainer, params, batch_stats, images, batch_size, indices=None):
+  """One device's models, in blocks of `eval_block` (padded by repeating the last).
+
+  With `indices` ([P, n]), model p sees ``images[indices[p]]`` (its own examples);
+  without, every model sees all of `images`.
+  """
   TRACE_COUNT["predict"] += 1
   module = trainer.module()
-  n = images.shape[0]
-  pad = (-n) % batch_size
-  x = jnp.pad(images, ((0, pad),) + ((0, 0),) * (images.ndim - 1))
-  x = x.reshape((-1, batch_size) + images.shape[1:])
 
-  def one_model(p, bs):
+  def batches(x):
+    n = x.shape[0]
+    pad = (-n) % batch_size
+    x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
+    return x.reshape((-1, batch_size) + x.shape[1:]), n
+
+  def one_model(p, bs, idx):
     variables = {"params": p}
     if trainer.has_batch_stats:
       variables["batch_stats"] = bs
+    x, n = batches(images if idx is None else images[idx])
 
     def body(_, xb):
       return None, module.apply(variables, xb, train=False).astype(jnp.float32)
@@ -129,7 +136,7 @@ def _predict_local(trainer, params, batch_stats, images, batch_size):
   p = population_size(params)
   block = min(eval_block(trainer), p)
   extra = (-p) % block
-  tree = (params, batch_stats)
+  tree = (params, batch_stats, indices)
   if extra:
     tree = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, 0)]), tree)
   blocks = jax.tree.map(lambda a: a.reshape((-1, block) + a.shape[1:]), tree)
@@ -137,27 +144,45 @@ def _predict_local(trainer, params, batch_stats, images, batch_size):
   return out.reshape((-1,) + out.shape[2:])[:p]
 
 
-def _predict(trainer, params, batch_stats, images, batch_size, mesh):
+def _predict(trainer, params, batch_stats, images, indices, batch_size, mesh):
   if mesh is None:
-    return _predict_local(trainer, params, batch_stats, images, batch_size)
+    return _predict_local(trainer, params, batch_stats, images, batch_size, indices)
   model = PartitionSpec(MODEL_AXIS)
   local = functools.partial(_predict_local, trainer, batch_size=batch_size)
-  return jax.shard_map(local, mesh=mesh, in_specs=(model, model, PartitionSpec()),
-                       out_specs=model, check_vma=False)(params, batch_stats, images)
+  if indices is None:
+    return jax.shard_map(local, mesh=mesh, in_specs=(model, model, PartitionSpec()),
+                         out_specs=model, check_vma=False)(params, batch_stats, images)
+  return jax.shard_map(
+      lambda p, b, x, i: local(p, b, x, indices=i), mesh=mesh,
+      in_specs=(model, model, PartitionSpec(), model), out_specs=model,
+      check_vma=False)(params, batch_stats, images, indices)
 
 
-_predict_jit = jax.jit(_predict, static_argnums=(0, 4, 5))
+_predict_jit = jax.jit(_predict, static_argnums=(0, 5, 6))
 
 
-def predict(trainer: Trainer, state: TrainState, images, *, batch_size: int = 500):
+def predict(trainer: Trainer, state: TrainState, images, *, batch_size: int = 500,
+            indices=None):
   """Logits of every model on `images`: [P, N, C].
 
   Each model sees the examples in batches of `batch_size` (fixed per model, so a model's
   logits do not depend on how many models are evaluated beside it), and models go
   through in blocks of `eval_block`, each device its own share of a sharded population.
+
+  Args:
+    trainer, state: the population.
+    images: [N, H, W, C] examples every model sees, or, with `indices`, the pool that
+      each model's own examples are taken from (e.g. the training split).
+    batch_size: examples per model per evaluation step.
+    indices: optional int [P, n]: model p is evaluated on ``images[indices[p]]``; the
+      result is then [P, n, C].
   """
-  return _predict_jit(trainer, state.params, state.batch_stats, images,
-                      min(batch_size, images.shape[0]), chunk_mesh(state.params))
+  n = images.shape[0] if indices is None else indices.shape[-1]
+  if indices is not None:
+    indices = jnp.asarray(indices, jnp.int32) if not isinstance(indices, jax.Array) \
+        else indices
+  return _predict_jit(trainer, state.params, state.batch_stats, images, indices,
+                      min(batch_size, n), chunk_mesh(state.params))
 
 
 def _train_chunk_streamed(trainer, state, members, images, labels):
@@ -206,7 +231,7 @@ def train_chunk_streamed(trainer: Trainer, state: TrainState, members: Member,
 
 def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
         num_steps: int, chunk_steps: int = 500, checkpoint_dir=None,
-        checkpoint_every: int = 0,
+        checkpoint_every: int = 0, log_every: int | None = None,
         on_chunk: Callable[[int, dict, TrainState], None] | None = None) -> TrainState:
   """Trains a population for `num_steps` iterations, `chunk_steps` per compiled call.
 
@@ -223,6 +248,8 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
     checkpoint_dir: if given, an Orbax checkpoint of the population is saved there every
       `checkpoint_every` steps (and at the end), and `fit` restores the newest one first:
       a killed long run resumes from its last checkpoint.
+    log_every: if given, no chunk crosses a multiple of it, so `on_chunk` sees every
+      log point (``step_done % log_every == 0``) whatever `chunk_steps` is.
     on_chunk: called as ``on_chunk(step_done, host_metrics, state)`` after each chunk
       (e.g. to evaluate the population at log points for convergence curves).
 
@@ -242,6 +269,8 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
   last_saved = done
   while done < num_steps:
     n = min(chunk_steps, num_steps - done)
+    if log_every:  # chunks never cross a log point
+      n = min(n, log_every - done % log_every)
     if callable(data):
       state, metrics = train_chunk_streamed(trainer, state, members, *data(done, n))
     else:

@@ -81,6 +81,9 @@ def load_data(config, data=None) -> StudyData:
     train, test = _check_user_data(data)
     return _finish(config, train, test, preprocess=None)
   if config.input == "stream":
+    if config.get("test_per_class"):
+      raise ValueError("test_per_class > 0 needs input='device' (streamed test splits are "
+                       "scored whole)")
     train, test = _stream_sources(config)
     min_count = int(np.bincount(train.labels, minlength=train.num_classes).min())
     return StudyData(train, test, None, int(config.max_count or min_count))
@@ -106,6 +109,7 @@ def _finish(config, train, test, *, preprocess: str | None) -> StudyData:
                               labels=train.labels[val_idx])
     train = dataclasses.replace(train, images=train.images[keep],
                                 labels=train.labels[keep])
+  test = balanced_test(config, test)
   splits = {"train": train, "test": test} | ({"val": val} if val is not None else {})
   if preprocess is not None:
     splits = datasets.preprocess_splits(preprocess, splits, fit_on=train)
@@ -115,6 +119,30 @@ def _finish(config, train, test, *, preprocess: str | None) -> StudyData:
   # classes short of it (`study.grid.case_counts` with `available`), before training.
   return StudyData(train, test, val, int(config.max_count or min_count))
 
+
+
+def balanced_test(config, test):
+  """The test split, or with ``config.test_per_class = n > 0`` a class-balanced subset of
+  n examples per class (Table 1's balanced test sets), drawn with the data seed.
+
+  Raises:
+    ValueError: a class of the test split has fewer than n examples (naming it and the
+      largest n the split allows).
+  """
+  n = int(config.get("test_per_class") or 0)
+  if n <= 0:
+    return test
+  counts = np.bincount(test.labels, minlength=test.num_classes)
+  short = np.flatnonzero(counts < n)
+  if short.size:
+    names = test.class_names or tuple(str(i) for i in range(test.num_classes))
+    detail = ", ".join(f"{names[i]!r} has {counts[i]}" for i in short)
+    raise ValueError(f"test_per_class={n}: the test split has fewer examples in {detail}; "
+                     f"use test_per_class <= {int(counts.min())} (or 0 for the whole "
+                     f"split)")
+  key = jax.random.fold_in(jax.random.key(data_seed(config)), _hash32("test_per_class"))
+  idx = np.asarray(imbalance.subsample(test.labels, np.full(test.num_classes, n), key))
+  return dataclasses.replace(test, images=test.images[idx], labels=test.labels[idx])
 
 
 def _input_shape(config, data: StudyData) -> tuple:

@@ -25,9 +25,10 @@ from imbjax import engine
 from imbjax import methods as methods_lib
 from imbjax import metrics
 from imbjax import posthoc as posthoc_lib
-from imbjax.study.data import StudyData, _input_shape
+from imbjax.study.config import fingerprint
+from imbjax.study.data import StudyData
 from imbjax.study.grid import (Case, Group, RowSpec, _hash32, case_counts,
-                               case_subset, data_seed, fingerprint, model_specs, subset_key)
+                               case_subset, data_seed, model_specs, subset_key)
 from imbjax.study.scoring import _softmax, score
 
 TAU_NORM_GRID = posthoc_lib.TAU_NORM_GRID
@@ -39,6 +40,44 @@ class CaseData:
   counts: np.ndarray
   subset: np.ndarray
   key: str   # `grid.subset_key`: names the subset in rows and in subsets/
+  curve: np.ndarray | None = None       # `curve_sample`: indices [k * C] ...
+  curve_mask: np.ndarray | None = None  # ... and which of them are real (not padding)
+
+
+def curve_sample(config, case: Case, subset: np.ndarray, labels: np.ndarray,
+                 num_classes: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+  """A fixed, class-balanced sample of a case's training subset for the curves.
+
+  Up to ``config.curve_train_per_class`` examples of each class (every example of a
+  class that has fewer), drawn once with the data seed, padded to k * C entries with a
+  mask. The models are scored on it in eval mode (no dropout) at each log point, so the
+  training curve is the subset's accuracy, not the resampled, dropout-on minibatches.
+
+  Returns:
+    (indices into the training split [k * C], mask [k * C]), or (None, None) when off.
+  """
+  k = int(config.get("curve_train_per_class") or 0)
+  if k <= 0 or not config.get("curve_points"):
+    return None, None
+  rng = np.random.default_rng([data_seed(config), _hash32("curve_train", case.name)])
+  picked = []
+  for c in range(num_classes):
+    members = subset[labels[subset] == c]
+    picked.append(rng.permutation(members)[:k])
+  real = np.concatenate(picked).astype(np.int64)
+  idx = np.zeros(k * num_classes, np.int64)
+  mask = np.zeros(k * num_classes, bool)
+  idx[:real.size], mask[:real.size] = real, True
+  idx[real.size:] = real[0]
+  return idx, mask
+
+
+def balanced_accuracy(logits: np.ndarray, labels: np.ndarray, mask: np.ndarray) -> float:
+  """Mean per-class recall over the real entries of one model's curve sample."""
+  preds = np.argmax(logits, -1)
+  recalls = [np.mean(preds[mask & (labels == c)] == c)
+             for c in np.unique(labels[mask])]
+  return float(np.mean(recalls))
 
 
 def case_data(config, cases, data: StudyData) -> dict[Case, CaseData]:
@@ -53,7 +92,8 @@ def case_data(config, cases, data: StudyData) -> dict[Case, CaseData]:
     subset = case_subset(config, case, labels, counts)
     if counts is None:  # the original training set, as it comes
       counts = np.bincount(labels[subset], minlength=num_classes)
-    out[case] = CaseData(np.asarray(counts), subset, subset_key(config, case))
+    curve, mask = curve_sample(config, case, subset, labels, num_classes)
+    out[case] = CaseData(np.asarray(counts), subset, subset_key(config, case), curve, mask)
   return out
 
 
@@ -92,46 +132,93 @@ class PhaseResult:
   curve: dict                    # 'steps', and per log point lists over models
 
 
+def log_every(config) -> int:
+  """Steps between log points: ``config.curve_points`` evenly spaced points (>= 1)."""
+  points = int(config.get("curve_points") or 0)
+  if points <= 0:
+    return config.iterations
+  return max(1, -(-config.iterations // points))
+
+
 def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, progress,
-                log, checkpoint_dir=None, init: PhaseResult | None = None,
+                log, cases: dict[Case, CaseData], train_labels: np.ndarray,
+                checkpoint_dir=None, init: PhaseResult | None = None,
                 source=None) -> PhaseResult:
-  """Trains `members` (phase 1 from scratch, phase 2 from `init`'s models at `source`)."""
+  """Trains `members` (phase 1 from scratch, phase 2 from `init`'s models at `source`).
+
+  At each log point (`log_every`) it records, per model: `train_acc`, the mean per-class
+  accuracy in eval mode on its case's fixed class-balanced training sample
+  (`curve_sample`); `test_acc`, the accuracy on the test split (or on its stratified
+  sample of ``curve_test_examples``); `batch_acc` and `loss`, the means over the last
+  chunk's training minibatches (resampled, dropout on).
+  """
   n_dev = len(jax.devices())
   size = len(members)
+  pad = (-size) % n_dev
   seeds = stream_seeds(config, specs, phase)
   stacked, _ = engine.pad_population(engine.stack_members(members), n_dev)
   placed = engine.place(stacked, mesh)
-  train_data = inputs.train_data(members + [members[-1]] * ((-size) % n_dev),
-                                 seeds + [seeds[-1]] * ((-size) % n_dev))
-  curve = {"steps": [], "train_acc": [], "test_acc": [], "loss": []}
+  train_data = inputs.train_data(members + [members[-1]] * pad, seeds + [seeds[-1]] * pad)
+  every = log_every(config)
+  curve_idx = None
+  if cases[specs[0].case].curve is not None:
+    curve_idx = np.stack([cases[s.case].curve for s in specs + [specs[-1]] * pad])
+    curve_mask = np.stack([cases[s.case].curve_mask for s in specs])
+    curve_labels = train_labels[curve_idx[:size]]
+    curve_idx = engine.place(curve_idx.astype(np.int32), mesh)
+  # step -> per-model values; kept beside the checkpoint so a resumed phase has them all.
+  points = {}
+  curve_file = None
+  if checkpoint_dir is not None:
+    curve_file = pathlib.Path(checkpoint_dir) / "curve.json"
+    if curve_file.exists():
+      points = {int(k): v for k, v in json.loads(curve_file.read_text()).items()}
   last = [0]
 
   def on_chunk(step_done, m, state):
     progress.images += trainer.batch_size * size * (step_done - last[0])
     last[0] = step_done
-    curve["steps"].append(step_done)
-    curve["train_acc"].append(np.asarray(m["accuracy"])[:size].tolist())
-    logits = inputs.logits(trainer, state, "curve", size)
-    if logits is not None:  # test accuracy at log points (paper Figure 8)
-      acc = (np.argmax(logits, -1) == inputs.labels["curve"][None]).mean(-1)
-      curve["test_acc"].append(acc.tolist())
-    curve["loss"].append(np.asarray(m["loss"])[:size].tolist())
     progress.scalars({"loss_mean": float(np.nanmean(m["loss"][:size])),
                       "train_accuracy_mean": float(np.nanmean(m["accuracy"][:size]))})
     if config.verbose:
       log(progress.line(size, step_done / config.iterations))
+    if not config.get("curve_points") or (step_done % every and
+                                          step_done != config.iterations):
+      return
+    point = {"batch_acc": np.asarray(m["accuracy"])[:size].tolist(),
+             "loss": np.asarray(m["loss"])[:size].tolist()}
+    logits = inputs.logits(trainer, state, "curve", size)
+    if logits is not None:  # test accuracy at log points (paper Figure 8)
+      point["test_acc"] = (np.argmax(logits, -1) ==
+                           inputs.labels["curve"][None]).mean(-1).tolist()
+    if curve_idx is not None:
+      train_logits = inputs.logits_of(trainer, state, curve_idx, size)
+      if train_logits is not None:
+        point["train_acc"] = [balanced_accuracy(train_logits[i], curve_labels[i],
+                                                curve_mask[i]) for i in range(size)]
+    points[step_done] = point
+    if curve_file is not None:
+      curve_file.parent.mkdir(parents=True, exist_ok=True)
+      tmp = curve_file.with_suffix(".tmp")
+      tmp.write_text(json.dumps(points))
+      tmp.replace(curve_file)
 
   fit_kwargs = dict(num_steps=config.iterations, chunk_steps=config.chunk_steps,
-                    checkpoint_dir=checkpoint_dir,
+                    checkpoint_dir=checkpoint_dir, log_every=every,
                     checkpoint_every=config.checkpoint_every, on_chunk=on_chunk)
   if init is None:
     state = engine.fit(trainer, engine.init_population(trainer, placed), placed,
                        train_data, **fit_kwargs)
   else:
-    source = np.concatenate([source, np.repeat(source[-1:], (-size) % n_dev)])
+    source = np.concatenate([source, np.repeat(source[-1:], pad)])
     state = engine.fine_tune(trainer, init.state, placed, train_data, source=source,
                              **fit_kwargs)
   progress.done += size
+  steps = sorted(points)
+  curve = {"steps": steps}
+  for name in ("train_acc", "test_acc", "batch_acc", "loss"):
+    if steps and all(name in points[t] for t in steps):
+      curve[name] = [points[t][name] for t in steps]
   return PhaseResult(state, inputs.logits(trainer, state, "test", size),
                      inputs.logits(trainer, state, "val", size),
                      engine.fetch(state.diverged)[:size], curve)
@@ -191,11 +278,11 @@ def rows(config, group: Group, row_specs: list[RowSpec], outputs: dict, classifi
                                                         jnp.asarray(val_labels)))
     diverged = diverged or bool(row["extra"].get("non_finite_outputs"))
     curve = result.curve
-    row["extra"].update({"curve_steps": curve["steps"],
-                         "train_acc": [c[i] for c in curve["train_acc"]],
-                         "subset_key": cd.key, "data_seed": data_seed(config)})
-    if curve["test_acc"]:
-      row["extra"]["test_acc"] = [c[i] for c in curve["test_acc"]]
+    row["extra"].update({"curve_steps": curve["steps"], "subset_key": cd.key,
+                         "data_seed": data_seed(config)})
+    for name in ("train_acc", "test_acc", "batch_acc"):
+      if name in curve:
+        row["extra"][name] = [c[i] for c in curve[name]]
     rho, mu = case.rho, case.mu
     num_minority = None if mu is None else int(round(mu * num_classes))
     minority = [int(c) for c in np.flatnonzero(cd.counts < cd.counts.max())]
@@ -240,6 +327,7 @@ def train_group(config, group: Group, data: StudyData, trainer: engine.Trainer,
     ckpt = pathlib.Path(workdir).resolve() / "checkpoints" / checkpoint_key(config, group)
   common = dict(mesh=mesh, progress=progress, log=log)
 
+  common.update(cases=cases, train_labels=np.asarray(data.train.labels))
   result1 = train_phase(config, trainer, inputs, phase1,
                         build_members(config, phase1, cases, data, phase=1), phase=1,
                         checkpoint_dir=ckpt and str(ckpt / "phase1"), **common)
@@ -290,18 +378,6 @@ def load_subset(workdir, row) -> np.ndarray:
       if key in f.files:
         return f[key]
   raise FileNotFoundError(f"no subset {key!r} under {pathlib.Path(workdir) / 'subsets'}")
-
-
-def _trainer(config, data: StudyData) -> engine.Trainer:
-  return engine.Trainer(
-      model=config.model, num_classes=data.train.num_classes,
-      batch_size=config.batch_size, total_steps=config.iterations,
-      schedule=config.schedule,
-      schedule_kwargs=tuple(sorted(dict(config.schedule_kwargs).items())),
-      momentum=config.momentum, weight_decay=config.weight_decay,
-      conv_impl=config.conv_impl, input_shape=_input_shape(config, data),
-      model_block=config.get("model_block"),
-      compute_dtype=config.get("compute_dtype", "auto"))
 
 
 class Progress:

@@ -11,12 +11,15 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
 from imbjax import engine
+from imbjax import imbalance
 from imbjax.datasets import streaming
 from imbjax.study.data import StudyData
+from imbjax.study.grid import _hash32, data_seed
 
 
 def _augment(config):
@@ -36,10 +39,13 @@ class DeviceInputs:
         engine.TrainData(images=data.train.images.astype(np.float32),
                          labels=data.train.labels.astype(np.int32)), mesh, replicated=True)
     self.images = {"test": engine.place(data.test.images, mesh, replicated=True)}
-    if config.curve_test_examples > 0:
-      n_curve = min(config.curve_test_examples, len(data.test.labels))
-      self.images["curve"] = self.images["test"][:n_curve]
-      self.labels["curve"] = np.asarray(data.test.labels[:n_curve])
+    self.train_images = self.train.images
+    if config.get("curve_points", 0):
+      idx = curve_test_sample(config, data.test)
+      self.images["curve"] = (self.images["test"] if idx is None else
+                              engine.place(data.test.images[idx], mesh, replicated=True))
+      self.labels["curve"] = np.asarray(data.test.labels if idx is None else
+                                        data.test.labels[idx])
     if data.val is not None:
       self.images["val"] = engine.place(data.val.images, mesh, replicated=True)
       self.labels["val"] = np.asarray(data.val.labels)
@@ -53,6 +59,12 @@ class DeviceInputs:
       return None
     return engine.fetch(engine.predict(
         trainer, state, self.images[split],
+        batch_size=self.config.eval_batch_size))[:size]
+
+  def logits_of(self, trainer, state, indices, size: int) -> np.ndarray:
+    """Logits [size, n, C]: model p on the training examples ``indices[p]``."""
+    return engine.fetch(engine.predict(
+        trainer, state, self.train_images, indices=indices,
         batch_size=self.config.eval_batch_size))[:size]
 
 
@@ -73,6 +85,10 @@ class StreamInputs:
                                        batch_size=self.config.batch_size,
                                        augment=_augment(self.config))
 
+  def logits_of(self, trainer, state, indices, size: int) -> None:
+    del trainer, state, indices, size  # the training split is not in memory
+    return None
+
   def logits(self, trainer, state, split: str, size: int) -> np.ndarray | None:
     if split != "test":
       return None
@@ -85,6 +101,19 @@ class StreamInputs:
       out.append(engine.fetch(engine.predict(
           trainer, state, images, batch_size=self.config.eval_batch_size))[:size])
     return np.concatenate(out, axis=1)
+
+
+def curve_test_sample(config, test) -> np.ndarray | None:
+  """Indices of the test examples scored at log points: None for the whole split
+  (``curve_test_examples == 0``), else a class-stratified sample of that size."""
+  n = int(config.get("curve_test_examples") or 0)
+  labels = np.asarray(test.labels)
+  if n <= 0 or n >= len(labels):
+    return None
+  counts = np.bincount(labels, minlength=test.num_classes)
+  want = np.minimum(counts, np.maximum(1, np.round(counts * n / len(labels)))).astype(int)
+  key = jax.random.fold_in(jax.random.key(data_seed(config)), _hash32("curve_test"))
+  return np.sort(np.asarray(imbalance.subsample(labels, want, key)))
 
 
 def make_inputs(config, data: StudyData, mesh):
