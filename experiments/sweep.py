@@ -11,10 +11,13 @@ Examples:
       --config.mus='(0.5,)' --config.repetitions=2 --config.iterations=2000 \
       --workdir=runs/mnist_demo
 
-Rerunning the same command resumes: finished population groups are skipped. One sweep
-at a time per workdir: a second one says who holds it and exits (`--wait` waits).
-Ctrl-C or SIGTERM stops within seconds (a second signal, or 10 s, ends the process at
-once); every stored group is kept and the rerun resumes.
+It writes WORKDIR/results.sqlite and results.csv (their columns: results.columns.md),
+metrics.jsonl (per-model curves) and, with config.make_figures (the default), the report
+(report.html, report.md, report.json) and figures/. Rerunning the same command resumes:
+finished population groups are skipped. One sweep at a time per workdir: a second one
+says who holds it and exits (`--wait` waits). Ctrl-C or SIGTERM stops within seconds (a
+second signal, or 10 s, ends the process at once); every stored group is kept and the
+rerun resumes.
 """
 
 import contextlib
@@ -38,8 +41,10 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from imbjax import figures
 from imbjax import engine
+from imbjax import figures
+from imbjax import metrics_log
+from imbjax import report
 from imbjax import store as store_lib
 from imbjax import study
 
@@ -216,9 +221,13 @@ def _run(config, workdir):
   print(figures.summary_table(rows, "auc"))
   print("\nAccuracy (x100):")
   print(figures.summary_table(rows, "accuracy"))
+  print(f"\nper-model curves: {os.path.join(workdir, metrics_log.METRICS_NAME)}; columns "
+        f"of {store_lib.CSV_NAME}: {os.path.join(workdir, 'results.columns.md')}")
   if config.make_figures:
-    paths = figures.make_all(workdir)
-    print("\nfigures:", *[str(p) for p in paths], sep="\n  ")
+    # The report draws the figures and tables.md too (figures.make_all).
+    paths = report.write_report(workdir)
+    print(f"\nfigures and tables: {os.path.join(workdir, 'figures')}")
+    print("report:", *[str(p) for p in paths], sep="\n  ")
 
 
 if __name__ == "__main__":

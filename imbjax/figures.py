@@ -8,8 +8,9 @@ threads.
 How rows become points:
 
 1. **One model per slot.** Rows that differ only in the learning-rate search
-   (``base_lr``, ``lr_repeat``, ``seed``) compete for one slot (dataset, model, case,
-   method, resampling level, repetition); :func:`select_best` keeps the best by
+   (``base_lr``, ``lr_repeat``, ``weight_decay``, ``seed``) compete for one slot
+   (dataset, model, case, method, resampling level, repetition, data seed);
+   :func:`select_best` keeps the best by
    ``val_auc`` when every candidate has one, else by test ``auc`` (the paper's CIFAR-10
    protocol: best of eight runs on the test set).
 2. **Mean and spread over repetitions.** A point is the mean of the slot winners of
@@ -161,19 +162,28 @@ def is_partial(row: Row) -> bool:
 
 
 def _slot(row: Row) -> tuple:
+  # data_seed: another subset draw is another repetition, not a search candidate.
   return (row["dataset"], row["model"], row["profile"], float(row["rho"]),
           num_minority(row), json.dumps(row.get("minority_classes")), row["method"],
           float(row["resample_ratio"]), int(row["repetition"]),
-          int(row["iterations"]), int(row["batch_size"]))
+          int(row["iterations"]), int(row["batch_size"]), row.get("data_seed"))
+
+
+def _selected_by(candidates: Sequence[Row]) -> str:
+  """The column :func:`select_best` ranks a slot's candidates by."""
+  ok = [r for r in candidates if r["status"] == "ok"]
+  return "val_auc" if ok and all(_finite(r.get("val_auc")) for r in ok) else "auc"
 
 
 def select_best(rows: Sequence[Row]) -> list[Row]:
   """Keeps one row per slot: the best of a learning-rate search.
 
-  A slot is everything that defines a trained model except ``base_lr``, ``lr_repeat``
-  and ``seed``. The winner has the highest ``val_auc`` when every finished candidate
-  has a finite one, else the highest test ``auc``; ties go to the earlier row. A slot
-  whose candidates all diverged keeps one of them, so it is counted as diverged.
+  A slot is everything that defines a trained model except :data:`SEARCH_AXES`
+  (``base_lr``, ``lr_repeat``, ``weight_decay``, ``seed``). The winner has the highest
+  ``val_auc`` when every finished candidate has a finite one, else the highest test
+  ``auc``; ties go to the earlier row. A slot whose candidates all diverged keeps one
+  of them, so it is counted as diverged. ``config.selection`` is not read: a study
+  with a validation split selects on it.
 
   Args:
     rows: store rows.
@@ -186,11 +196,44 @@ def select_best(rows: Sequence[Row]) -> list[Row]:
     slots[_slot(row)].append(row)
   chosen = []
   for candidates in slots.values():
-    ok = [r for r in candidates if r["status"] == "ok"]
-    by = ("val_auc" if ok and all(_finite(r.get("val_auc")) for r in ok) else "auc")
-    scored = [r for r in ok if _finite(r.get(by))]
+    by = _selected_by(candidates)
+    scored = [r for r in candidates if r["status"] == "ok" and _finite(r.get(by))]
     chosen.append(max(scored, key=lambda r: r[by]) if scored else candidates[0])
   return chosen
+
+
+# Columns whose values compete for one slot (everything else defines the slot).
+SEARCH_AXES: tuple[str, ...] = ("base_lr", "lr_repeat", "weight_decay", "seed")
+
+
+def selection_note(rows: Sequence[Row]) -> str | None:
+  """What :func:`select_best` collapses in `rows`, in one sentence (None if nothing).
+
+  Names k (the runs per slot), the axes that vary within a slot and how the winner was
+  chosen: by AUC on validation when every finished candidate has a ``val_auc``, else on
+  test (counting the slots of each when both occur).
+  """
+  slots: dict[tuple, list[Row]] = defaultdict(list)
+  for row in rows:
+    slots[_slot(row)].append(row)
+  searched = [c for c in slots.values() if len(c) > 1]
+  if not searched:
+    return None
+  ks = sorted({len(c) for c in searched})
+  k = str(ks[0]) if len(ks) == 1 else f"{ks[0]}-{ks[-1]}"
+  axes = [(a, max(len({r.get(a) for r in c}) for c in searched)) for a in SEARCH_AXES]
+  axes = [(a, n) for a, n in axes if n > 1]
+  by = defaultdict(int)
+  for c in searched:
+    by[_selected_by(c)] += 1
+  if len(by) == 1:
+    rule = "on validation" if "val_auc" in by else "on test"
+  else:
+    rule = (f"on validation in {by['val_auc']} slots and on test in {by['auc']} "
+            f"(a finished run without a validation AUC)")
+  over = " × ".join(f"{n} {a}" for a, n in axes)
+  return (f"Each entry: per slot (case, method, level, repetition), the best of "
+          f"k = {k} runs ({over}) by AUC {rule}; {len(searched)} slots searched.")
 
 
 def _finite(value: Any) -> bool:
@@ -570,7 +613,9 @@ def summary_table(rows: Sequence[Row], metric: str = "auc") -> str:
 
   One table per dataset/model, each under a ``###`` heading. Cells read
   ``mean ± std (n)`` (see :func:`format_cell`); learning-rate searches are reduced
-  first with :func:`select_best`.
+  first with :func:`select_best`, and a line under the table says how
+  (:func:`selection_note`: k runs per slot, the axes searched, by AUC on validation or
+  on test).
 
   Args:
     rows: store rows.
@@ -583,9 +628,11 @@ def summary_table(rows: Sequence[Row], metric: str = "auc") -> str:
     ValueError: for an unknown metric.
   """
   _check_metric(metric)
+  all_rows = rows
   rows = _rows_for(rows, metric)
   if not rows:
     return "_no results_\n"
+  notes = {dm: selection_note(sub) for dm, sub in _by_dataset_model(all_rows).items()}
   out = []
   for (ds, model), sub in _by_dataset_model(rows).items():
     stats = _aggregate(sub, metric, lambda r: (
@@ -601,6 +648,8 @@ def summary_table(rows: Sequence[Row], metric: str = "auc") -> str:
       cells = [format_cell(stats[(m, c)]) if (m, c) in stats else "" for c in cases]
       out.append(f"| {_method_label(*m)} | " + " | ".join(cells) + " |")
     out.append("")
+    if notes.get((ds, model)):
+      out += [f"_{notes[(ds, model)]}_", ""]
   return "\n".join(out) + "\n"
 
 

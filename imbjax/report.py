@@ -7,7 +7,9 @@
 * ``report.md``: the same content, figures linked from ``figures/``;
 * ``report.json``: the numbers, strict JSON (NaN written as ``null``), with
   ``comparisons``, ``win_tie_loss``, ``ranks``, ``friedman``, ``conclusions``,
-  ``lr_sensitivity``, ``selection``, ``config`` and ``versions``.
+  ``lr_sensitivity``, ``wd_sensitivity`` (when several weight decays were searched),
+  ``selection``, ``selection_in_study`` (k and the rule, :func:`imbjax.figures.
+  selection_note`), ``config`` and ``versions``.
 
 Contents: the paper's conclusions checked (:mod:`imbjax.conclusions`), the Table-4-style
 tables and figures (:mod:`imbjax.figures`, written to ``WORKDIR/figures``), paired
@@ -44,14 +46,15 @@ REFERENCES: tuple[str, ...] = ("baseline", "oversampling")
 PACKAGES: tuple[str, ...] = ("imbjax", "jax", "jaxlib", "flax", "optax", "numpy", "scipy",
                              "matplotlib", "scikit-learn")
 SELECTION_RULE = (
-    "Runs that differ only in the learning-rate search (base_lr, lr_repeat) compete for "
-    "one slot (dataset, model, case, method, resampling level, repetition); "
+    "Runs that differ only in the learning-rate search (base_lr, lr_repeat, "
+    "weight_decay) compete for one slot (dataset, model, case, method, resampling "
+    "level, repetition, data seed); "
     "imbjax.figures.select_best keeps the best of them by validation AUC when every "
     "finished candidate has one, else by test AUC (the paper's CIFAR-10 protocol: best of "
     "k runs on the test set, which favours methods given more runs). Tables, figures, "
     "ranks and check (i) use these winners. Paired comparisons and checks (ii)-(v) do not "
-    "select: every (base_lr, lr_repeat) is its own pair, so a method is compared with "
-    "its reference at the same learning rate.")
+    "select: every (base_lr, lr_repeat, weight_decay) is its own pair, so a method is "
+    "compared with its reference at the same learning rate.")
 
 Block = tuple  # ("h2"|"h3"|"p"|"pre", text) | ("table", header, rows) | ("img", path, caption)
 
@@ -104,8 +107,10 @@ def analyse(rows: Sequence[Mapping[str, Any]], *, seed: int = 0,
 
   Returns:
     A dict with ``comparisons`` (list of :class:`imbjax.stats.Comparison`),
-    ``win_tie_loss``, ``rank_summaries`` ({metric: RankSummary}), ``conclusions`` and
-    ``lr_sensitivity`` ({metric: {variant: {base_lr: Stat}}}).
+    ``win_tie_loss``, ``rank_summaries`` ({metric: RankSummary}), ``conclusions``,
+    ``lr_sensitivity`` ({metric: {variant: {base_lr: Stat}}}), ``wd_sensitivity``
+    (the same by weight decay; ``{}`` unless several were searched) and
+    ``selection_note`` (None when nothing was collapsed).
   """
   comps = [c for ref in references
            for c in stats.compare(rows, ref, seed=seed, n_boot=n_boot)]
@@ -115,7 +120,25 @@ def analyse(rows: Sequence[Mapping[str, Any]], *, seed: int = 0,
       "rank_summaries": {m: stats.rank_summary(rows, m) for m in stats.METRICS},
       "conclusions": conclusions_lib.check_all(rows, seed=seed),
       "lr_sensitivity": {m: stats.lr_sensitivity(rows, m) for m in stats.METRICS},
+      "wd_sensitivity": wd_sensitivity(rows),
+      "selection_note": figures.selection_note(rows),
   }
+
+
+def wd_sensitivity(rows: Sequence[Mapping[str, Any]]) -> dict[str, dict]:
+  """``{metric: {variant: {weight_decay: Stat}}}`` when a study searched several weight
+  decays (:func:`imbjax.stats.lr_sensitivity` by ``weight_decay``), else ``{}``."""
+  if len({r.get("weight_decay") for r in rows} - {None}) < 2:
+    return {}
+  return {m: stats.lr_sensitivity(rows, m, column="weight_decay") for m in stats.METRICS}
+
+
+def _sensitivity_json(sens: Mapping[str, Mapping[str, Mapping[float, Any]]]) -> dict:
+  return {m: {v: {f"{x:g}": {"mean": s.mean, "std": s.std, "n": s.n,
+                             "diverged": s.diverged}
+                  for x, s in by_x.items()}
+              for v, by_x in per_metric.items()}
+          for m, per_metric in sens.items()}
 
 
 def to_json(result: Mapping[str, Any], *, config: Any = None, study_config: Any = None,
@@ -137,11 +160,9 @@ def to_json(result: Mapping[str, Any], *, config: Any = None, study_config: Any 
                        "dropped_cases": [stats.case_label(c) for c in r.dropped_cases]}
                    for m, r in ranks.items()},
       "conclusions": result["conclusions"],
-      "lr_sensitivity": {m: {v: {f"{lr:g}": {"mean": s.mean, "std": s.std, "n": s.n,
-                                             "diverged": s.diverged}
-                                 for lr, s in by_lr.items()}
-                             for v, by_lr in sens.items()}
-                         for m, sens in result["lr_sensitivity"].items()},
+      "lr_sensitivity": _sensitivity_json(result["lr_sensitivity"]),
+      "wd_sensitivity": _sensitivity_json(result.get("wd_sensitivity", {})),
+      "selection_in_study": result.get("selection_note"),
       "config": config,
       "study_config": study_config,
       "versions": versions(),
@@ -237,7 +258,13 @@ def _blocks(workdir: pathlib.Path, rows, result, images: Mapping[str, pathlib.Pa
                "difference. With few pairs (fewer than about 6) bootstrap intervals are "
                "too narrow and Wilcoxon cannot reach p < 0.05: read ‘win’ as ‘every pair "
                "agreed’."))]
-  b += [("h2", "How learning-rate searches are collapsed"), ("p", SELECTION_RULE)]
+  b += [("h2", "How learning-rate searches are collapsed"), ("p", SELECTION_RULE),
+        ("p", "In this study: " + (result.get("selection_note")
+                                   or "one run per slot; nothing was collapsed."))]
+  chosen = (study_config or {}).get("selection") if isinstance(study_config, dict) else None
+  if chosen == "test" and "on validation" in (result.get("selection_note") or ""):
+    b.append(("p", "Note: the config says selection='test', but the rows carry a "
+                   "validation AUC, so the winners were chosen on validation."))
   b += [("h2", "Results (mean ± std over repetitions, ×100; n = finished runs)")]
   b += _md_blocks(figures.summary_table(rows, "auc"))
   b += [("p", ("Accuracy of thresholded methods: after dividing the outputs by the "
@@ -285,6 +312,15 @@ def _blocks(workdir: pathlib.Path, rows, result, images: Mapping[str, pathlib.Pa
     b.append(("table", [metric] + [f"base_lr {lr:g}" for lr in lrs],
               [[v] + [figures.format_cell(by_lr[lr]) if lr in by_lr else ""
                       for lr in lrs] for v, by_lr in sens.items()]))
+  if result.get("wd_sensitivity"):
+    b.append(("h2", "Sensitivity to the weight decay"))
+    b.append(("p", "Every run, before selection, pooled over imbalanced cases, "
+                   "repetitions and learning rates: mean ± std ×100 (n, diverged)."))
+  for metric, sens in result.get("wd_sensitivity", {}).items():
+    wds = sorted({wd for by_wd in sens.values() for wd in by_wd})
+    b.append(("table", [metric] + [f"weight_decay {wd:g}" for wd in wds],
+              [[v] + [figures.format_cell(by_wd[wd]) if wd in by_wd else ""
+                      for wd in wds] for v, by_wd in sens.items()]))
   b.append(("h2", "Figures"))
   b += [("img", p, p.stem) for name, p in images.items() if not name.startswith("cd_")]
   b.append(("h2", "Configuration"))

@@ -11,8 +11,8 @@ Terms:
   (``resample_ratio == 1``) and for methods that do not resample, else
   ``'oversampling (to ratio 10)'`` (:func:`variant_of`).
 * A **pair** is two rows of one case that differ only in their variant: same
-  ``repetition`` (subset draw), ``base_lr``, ``lr_repeat``, ``iterations``,
-  ``batch_size`` and study ``seed`` (:func:`pair_key`), so both models saw the same
+  ``repetition`` and ``data_seed`` (subset draw), ``base_lr``, ``lr_repeat``,
+  ``weight_decay``, ``iterations``, ``batch_size`` and study ``seed`` (:func:`pair_key`), so both models saw the same
   training subset and the same learning rate. Learning-rate searches are *not* collapsed
   here: every (base_lr, lr_repeat) gives its own pair. A pair is dropped when either
   side diverged or has a non-finite metric.
@@ -104,9 +104,12 @@ def variant_of(row: Row) -> str:
 
 
 def pair_key(row: Row) -> tuple:
-  """What two rows of one case must share to be a pair (same draw, seed and LR)."""
+  """What two rows of one case must share to be a pair (same draw, seed, LR and weight
+  decay)."""
+  wd = row.get("weight_decay")
   return (int(row["repetition"]), float(row["base_lr"]), int(row["lr_repeat"]),
-          int(row["iterations"]), int(row["batch_size"]), int(row["seed"]))
+          int(row["iterations"]), int(row["batch_size"]), int(row["seed"]),
+          None if wd is None else float(wd), row.get("data_seed"))
 
 
 def is_imbalanced(case: Sequence[Any]) -> bool:
@@ -484,22 +487,29 @@ def cd_diagram(ranks: Mapping[str, float], cd: float, path: str | os.PathLike,
   return path
 
 
-def lr_sensitivity(rows: Sequence[Row], metric: str
+def lr_sensitivity(rows: Sequence[Row], metric: str, column: str = "base_lr"
                    ) -> dict[str, dict[float, figures.Stat]]:
-  """Each full-level variant's metric per ``base_lr``, before any selection.
+  """Each full-level variant's metric per ``base_lr`` (or `column`), before selection.
 
   Every run counts (all imbalanced cases, repetitions and ``lr_repeat``s pooled), so
   the spread shows how much a method depends on its learning rate.
 
+  Args:
+    rows: store rows.
+    metric: one of :data:`METRICS`.
+    column: the searched column to split by: ``'base_lr'`` or ``'weight_decay'``
+      (rows without a value are left out).
+
   Returns:
-    ``{variant: {base_lr: Stat}}`` (:func:`imbjax.figures.summarize`; diverged runs
+    ``{variant: {value: Stat}}`` (:func:`imbjax.figures.summarize`; diverged runs
     counted in ``Stat.diverged``).
   """
   groups: dict[str, dict[float, list[float]]] = defaultdict(lambda: defaultdict(list))
   for r in rows:
     v = variant_of(r)
-    if " (to ratio " in v or not is_comparable(v, metric) or not is_imbalanced(case_of(r)):
+    if (" (to ratio " in v or not is_comparable(v, metric)
+        or not is_imbalanced(case_of(r)) or r.get(column) is None):
       continue
-    groups[v][float(r["base_lr"])].append(figures.metric_value(r, metric))
+    groups[v][float(r[column])].append(figures.metric_value(r, metric))
   return {v: {lr: figures.summarize(x) for lr, x in sorted(g.items())}
           for v, g in sorted(groups.items(), key=lambda kv: variant_sort_key(kv[0]))}

@@ -20,7 +20,8 @@ Guarantees:
   runs included (rerunning a seeded run cannot change its outcome).
 * **Duplicates.** A row whose ``run_key`` is already stored is skipped silently when it
   carries the same values (the provenance columns ``group_id``, ``wall_time_s`` and
-  ``created_at`` are not compared); any other difference rejects the whole group with a
+  ``created_at``, and the timing keys of ``extra`` (:data:`PROVENANCE_EXTRA_KEYS`), are
+  not compared); any other difference rejects the whole group with a
   ``ValueError`` and writes nothing. The stored row is never overwritten.
 
 Missing values and NaN (SQLite stores a float NaN as NULL, so NaN needs a rule):
@@ -124,6 +125,84 @@ REQUIRED_COLUMNS = frozenset(COLUMNS) - NULLABLE_COLUMNS - DEFAULTED_COLUMNS
 PROVENANCE_COLUMNS = frozenset({"group_id", "wall_time_s", "created_at"})
 STATUSES = ("ok", "diverged")
 
+# What each column means (`columns_markdown` writes it beside the CSV as
+# results.columns.md). Metrics are fractions in [0, 1] on the test split.
+COLUMN_DOCS: dict[str, str] = {
+    "run_key": "stable hash of everything that defines the row (dataset, model, case, "
+               "method, resampling level, learning rate and repeat, iterations, batch "
+               "size, seed, and data_seed / weight_decay when they are grid axes); "
+               "primary key, what a rerun skips",
+    "group_id": "the population group that trained the row's model (provenance)",
+    "dataset": "dataset name (config.dataset)",
+    "model": "network name (config.model)",
+    "profile": "imbalance profile: step, linear, exponential, balanced or original",
+    "rho": "imbalance ratio: largest class count over smallest (measured for 'original')",
+    "mu": "step imbalance: fraction of minority classes (NULL for other profiles; "
+          "measured for 'original')",
+    "num_minority": "number of minority classes (NULL where the profile has none)",
+    "minority_classes": "JSON list of the minority class indices",
+    "class_counts": "JSON list: training examples per class in the row's subset",
+    "repetition": "index of the subset draw; with data_seed it names the training subset",
+    "seed": "the training seed (config.seed): model initialisation, batch order, "
+            "augmentation. Not the subset draw (data_seed)",
+    "method": "the method scored (imbjax.methods); evaluation-only methods score "
+              "another method's model",
+    "resample_ratio": "imbalance ratio left after resampling (1 = fully balanced; "
+                      "partial resampling above 1); 1 for methods that do not resample",
+    "base_lr": "peak learning rate of the run",
+    "lr_repeat": "index of the run among repeats of one learning rate (lr_repeats)",
+    "iterations": "training steps (per phase for two-phase methods)",
+    "batch_size": "examples per step",
+    "auc": "multi-class one-vs-rest ROC AUC on the test split (NaN if diverged)",
+    "accuracy": "top-1 test accuracy of the method's decision",
+    "thresholded_accuracy": "test accuracy after dividing the outputs by the training "
+                            "class priors",
+    "balanced_accuracy": "mean per-class recall on the test split",
+    "per_class_recall": "JSON list: test recall of each class",
+    "val_auc": "ROC AUC on the held-out validation split (NULL without one)",
+    "status": "'ok' or 'diverged' (non-finite loss or outputs); diverged rows keep "
+              "NaN metrics",
+    "wall_time_s": "amortised wall time of the row's model in seconds: its share of "
+                   "its population group's phase 1, plus its share of phase 2 for "
+                   "two-phase methods; evaluation-only methods report the model they "
+                   "score (imbjax.study.walltime). Compilation included. Group totals: "
+                   "extra.group_wall_s, extra.group_models",
+    "extra": "JSON object: curve_steps, train_acc, test_acc (accuracy at each log "
+             "point, also in metrics.jsonl), ece, many/medium/few (shot accuracy), tau "
+             "(post-hoc methods), subset_key, data_seed, group_wall_s, group_models, "
+             "phase_wall_s, phase_models, wall_share_s (the row's share of its group's "
+             "wall time; they sum to the study's training time)",
+    "created_at": "UTC time the row was written (ISO 8601)",
+    "data_seed": "seed of the subset draws and the validation split (config.data_seed, "
+                 "or seed when unset); NULL in stores older than the column",
+    "weight_decay": "the run's weight decay; NULL in stores older than the column",
+}
+# Keys of `extra` that, like PROVENANCE_COLUMNS, say how long a run took, not what it
+# produced: a duplicate row may differ there.
+PROVENANCE_EXTRA_KEYS = frozenset({"group_wall_s", "group_models", "phase_wall_s",
+                                   "phase_models", "wall_share_s"})
+
+
+def columns_markdown() -> str:
+  """The Markdown of results.columns.md: one line per column of :data:`SCHEMA`."""
+  lines = [
+      "# Columns of results.csv and of table `runs` in results.sqlite", "",
+      "One row per trained-and-evaluated model. JSON columns hold JSON text; in the CSV "
+      "an empty field is NULL and `nan` is NaN. Load them with",
+      "",
+      "```python",
+      "import pandas as pd, sqlite3",
+      "df = pd.read_csv('WORKDIR/results.csv')",
+      "df = pd.read_sql('SELECT * FROM runs', sqlite3.connect('WORKDIR/results.sqlite'))",
+      "curves = pd.read_json('WORKDIR/metrics.jsonl', lines=True)  # one row per log point",
+      "```",
+      "",
+      "| column | type | meaning |", "|---|---|---|"]
+  lines += [f"| `{name}` | {sqltype}{' (JSON)' if name in JSON_COLUMNS else ''}"
+            f"{', nullable' if name in NULLABLE_COLUMNS else ''} | "
+            f"{COLUMN_DOCS[name]} |" for name, sqltype in SCHEMA]
+  return "\n".join(lines) + "\n"
+
 _log = logging.getLogger(__name__)
 
 
@@ -225,7 +304,19 @@ def decode_row(values: Sequence[Any]) -> dict[str, Any]:
 def _same_stored(a: Sequence[Any], b: Sequence[Any]) -> list[str]:
   """Columns (provenance excluded) where two encoded rows differ."""
   return [name for name, x, y in zip(COLUMNS, a, b)
-          if name not in PROVENANCE_COLUMNS and x != y]
+          if name not in PROVENANCE_COLUMNS and _result_of(name, x) != _result_of(name, y)]
+
+
+def _result_of(name: str, value: Any) -> Any:
+  """An encoded value less its provenance (`PROVENANCE_EXTRA_KEYS` of ``extra``)."""
+  if name != "extra" or value is None:
+    return value
+  extra = json.loads(value)
+  if not isinstance(extra, dict):
+    return value
+  # Compared as text: NaN equals NaN there, as in the stored column.
+  return json.dumps({k: v for k, v in extra.items() if k not in PROVENANCE_EXTRA_KEYS},
+                    sort_keys=True)
 
 
 def _atomic_write_text(path: pathlib.Path, text: str) -> None:
@@ -502,6 +593,8 @@ class ResultsStore:
   def export_csv(self, path: str | os.PathLike | None = None) -> pathlib.Path:
     """Writes every row as CSV (header = :data:`COLUMNS`), replacing the file atomically.
 
+    Beside it, ``<stem>.columns.md`` says what each column means (:data:`COLUMN_DOCS`).
+
     Floats are written with ``repr`` (exact round trip), NaN as ``nan``, NULL as an
     empty field, JSON columns as their JSON text.
 
@@ -520,6 +613,7 @@ class ResultsStore:
     for values in self._conn.execute(sql):
       writer.writerow([_csv_field(n, v) for n, v in zip(COLUMNS, values)])
     _atomic_write_text(path, "".join(lines.parts))
+    _atomic_write_text(path.with_name(path.stem + ".columns.md"), columns_markdown())
     return path
 
   # -- copying ------------------------------------------------------------------------

@@ -17,6 +17,28 @@ PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 N_CLASSES = 10
 
 
+def test_tables_state_what_the_selection_collapsed():
+  rng = np.random.default_rng(2)
+  a = _row(rng, "a", profile="step", rho=10, k=2, method="baseline", rep=0)
+  assert figures.selection_note([a]) is None
+  assert "best of" not in figures.summary_table([a], "auc")
+  search = [dict(a, run_key=f"{lr}{rep}{wd}", base_lr=lr, lr_repeat=rep, weight_decay=wd)
+            for lr in (0.01, 0.1) for rep in (0, 1) for wd in (1e-4, 5e-4)]
+  note = figures.selection_note(search)
+  assert "k = 8 runs (2 base_lr × 2 lr_repeat × 2 weight_decay) by AUC on test" in note
+  assert "1 slots searched" in note
+  table = figures.summary_table(search, "accuracy")
+  assert f"_{note}_" in table
+  val = [dict(r, val_auc=0.9) for r in search]
+  assert "by AUC on validation;" in figures.selection_note(val)
+  mixed = val + [dict(r, run_key=r["run_key"] + "x", repetition=1) for r in search]
+  assert ("on validation in 1 slots and on test in 1"
+          in figures.selection_note(mixed))
+  # Another data seed is another subset draw, not one more candidate.
+  seeds = [dict(a, data_seed=1), dict(a, run_key="b", data_seed=2)]
+  assert len(figures.select_best(seeds)) == 2 and figures.selection_note(seeds) is None
+
+
 def _row(rng, key, *, profile, rho, k, method, rep, ratio=1.0, base_lr=0.01,
          status="ok", curves=False):
   mu = k / N_CLASSES if profile == "step" else None

@@ -148,3 +148,30 @@ def test_report_binary(study, tmp_path):
 def test_missing_store_is_refused(tmp_path):
   with pytest.raises(ValueError, match="results.sqlite"):
     report.write_report(tmp_path)
+
+
+def test_a_weight_decay_search_is_stated_paired_and_shown(study):
+  workdir, _ = study
+  from imbjax import store as store_lib
+  with store_lib.ResultsStore(workdir) as st:
+    rows = st.rows()
+  searched = rows + [dict(r, run_key=r["run_key"] + "w", weight_decay=1e-3,
+                          auc=r["auc"] - 0.01) for r in rows]
+  result = report.analyse(searched, n_boot=200)
+  assert result["selection_note"].startswith("Each entry: per slot")
+  assert "k = 2 runs (2 weight_decay) by AUC on test" in result["selection_note"]
+  base = [c for c in result["comparisons"]
+          if c.reference == "baseline" and c.metric == "auc"]
+  assert base and all(c.n == 4 for c in base)  # each weight decay is its own pair
+  data = report.to_json(result, n_rows=len(searched))
+  wds = data["wd_sensitivity"]["auc"]["baseline"]
+  assert set(wds) == {"0.001", f"{rows[0]['weight_decay']:g}"}
+  assert all(s["n"] == 2 for s in wds.values())
+  assert data["selection_in_study"] == result["selection_note"]
+  md = report.render_markdown(report._blocks(workdir, searched, result, {}, None, None),
+                              workdir)
+  assert "## Sensitivity to the weight decay" in md
+  assert "In this study: Each entry" in md
+  # The real study searched nothing: its report says so and has no weight-decay table.
+  assert "one run per slot; nothing was collapsed" in (workdir / "report.md").read_text()
+  assert report.analyse(rows, n_boot=200)["wd_sensitivity"] == {}

@@ -156,6 +156,35 @@ def test_duplicates(tmp_path):
     assert "e" not in st.done_keys()
 
 
+def test_duplicates_may_differ_in_the_timing_keys_of_extra(tmp_path):
+  timing = {"group_wall_s": 9.0, "group_models": 5, "phase_wall_s": [6.0, 3.0],
+            "phase_models": [3, 2], "wall_share_s": 1.5}
+  assert set(timing) == store_lib.PROVENANCE_EXTRA_KEYS
+  with ResultsStore(tmp_path) as st:
+    row = make_row("a")
+    row["extra"] = {**row["extra"], **timing, "ece": float("nan")}
+    st.write_group([row])
+    again = make_row("a", wall_time_s=7.0)
+    again["extra"] = {**row["extra"], "group_wall_s": 20.0, "wall_share_s": 4.0}
+    assert st.write_group([again]) == 0
+    assert st.rows()[0]["extra"]["group_wall_s"] == 9.0
+    other = make_row("a")
+    other["extra"] = {**again["extra"], "ece": 0.5}
+    with pytest.raises(ValueError, match=r"\['extra'\]"):
+      st.write_group([other])
+
+
+def test_every_column_is_documented_and_the_csv_has_its_columns_file(tmp_path):
+  assert list(store_lib.COLUMN_DOCS) == list(store_lib.COLUMNS)
+  with ResultsStore(tmp_path) as st:
+    st.write_group([make_row("a")])
+    st.export_csv()
+  text = (tmp_path / "results.columns.md").read_text()
+  for name in store_lib.COLUMNS:
+    assert f"| `{name}` |" in text
+  assert "pd.read_csv" in text and "metrics.jsonl" in text
+
+
 def test_row_filters(tmp_path):
   with ResultsStore(tmp_path) as st:
     st.write_group([

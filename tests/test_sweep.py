@@ -78,3 +78,22 @@ def test_second_sweep_with_wait_starts_when_the_first_releases(tmp_path):
   assert proc.returncode == 0, err[-3000:]
   assert f"pid {os.getpid()}" in err and "waiting" in err
   assert _stored(tmp_path) == 8
+
+
+def test_sweep_writes_the_report_and_its_tables_say_what_they_collapse(tmp_path):
+  cmd = [sys.executable, "-m", "experiments.sweep", f"--config={TEST_CONFIG}",
+         "--config.repetitions=1", "--config.lr_repeats=2", "--config.make_figures=True",
+         "--cpu_devices=1", f"--workdir={tmp_path}"]
+  out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                       check=False)
+  assert out.returncode == 0, out.stderr[-3000:]
+  for name in ("report.html", "report.md", "report.json"):
+    assert (tmp_path / name).stat().st_size > 0
+    assert str(tmp_path / name) in out.stdout
+  assert (tmp_path / "figures" / "tables.md").exists()
+  assert (tmp_path / "results.columns.md").exists()
+  assert (tmp_path / "metrics.jsonl").exists()
+  note = "best of k = 2 runs (2 lr_repeat) by AUC on test"
+  assert out.stdout.count(note) == 2  # under the AUC and the accuracy tables
+  assert note in (tmp_path / "figures" / "tables.md").read_text()
+  assert note in (tmp_path / "report.md").read_text()

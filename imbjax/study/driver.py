@@ -9,7 +9,9 @@ rows to the results store in one transaction (`imbjax.store`).
 Resume: every row has a stable `run_key` (a hash of what defines it); a group whose rows
 are all stored is skipped, so rerunning the same command after a crash finishes only the
 rest. A killed run loses at most the group in flight (plus, for long groups with
-``checkpoint_every``, only the steps since its last Orbax checkpoint).
+``checkpoint_every``, only the steps since its last Orbax checkpoint). Each stored
+group's per-model curves are appended to ``WORKDIR/metrics.jsonl``
+(`imbjax.metrics_log`).
 
 Randomness: every draw derives from ``config.seed`` by `jax.random.fold_in` with stable
 hashes of names (case, method, learning rate, repeat), never from a counter over the
@@ -32,6 +34,7 @@ import numpy as np
 import imbjax
 from imbjax import engine
 from imbjax import methods as methods_lib
+from imbjax import metrics_log
 from imbjax import posthoc as posthoc_lib
 from imbjax import store as store_lib
 from imbjax.study.config import fingerprint, validate_config
@@ -84,6 +87,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     store.check_config(fingerprint(config), version=imbjax.__version__)
     (workdir / "study_config.json").write_text(config.to_json(indent=2))
   done = store.done_keys() if store is not None else set()
+  if store is not None and done:
+    # Lines of groups stored by a run that stopped before writing them.
+    metrics_log.sync(workdir, store.rows())
   pending = np.array([
       not all(r.run_key(config) in done for c in g.cases for r in model_specs(config, c)[1])
       for g in all_groups], np.int32)
@@ -109,6 +115,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     trained += 1
     if store is not None:
       written += store.write_group(rows)
+      # After the commit: per-model curves, never twice for a stored run key.
+      metrics_log.append(workdir, [r for r in rows if r["run_key"] not in done])
       # Committed: the group's checkpoints are never needed again.
       shutil.rmtree(workdir / "checkpoints" / checkpoint_key(config, g), ignore_errors=True)
       log(f"group {g.group_id} ({len(g.cases)} cases) stored; " +

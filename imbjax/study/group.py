@@ -25,6 +25,7 @@ from imbjax import engine
 from imbjax import methods as methods_lib
 from imbjax import metrics
 from imbjax import posthoc as posthoc_lib
+from imbjax.study import walltime
 from imbjax.study.config import fingerprint
 from imbjax.study.data import StudyData
 from imbjax.study.grid import (Case, Group, RowSpec, _hash32, case_counts,
@@ -251,7 +252,10 @@ def natural_imbalance(counts: np.ndarray) -> dict:
 
 def rows(config, group: Group, row_specs: list[RowSpec], outputs: dict, classifier: dict,
          cases: dict[Case, CaseData], data: StudyData, inputs, wall: float) -> list[dict]:
-  """The store rows of a trained group, one per row spec."""
+  """The store rows of a trained group, one per row spec (in their order).
+
+  `wall` fills ``wall_time_s``; `train_group` then sets it per model (`walltime.charge`).
+  """
   num_classes = data.train.num_classes
   val_labels = inputs.labels.get("val")
   out_rows = []
@@ -280,7 +284,7 @@ def rows(config, group: Group, row_specs: list[RowSpec], outputs: dict, classifi
     curve = result.curve
     row["extra"].update({"curve_steps": curve["steps"], "subset_key": cd.key,
                          "data_seed": data_seed(config)})
-    for name in ("train_acc", "test_acc", "batch_acc"):
+    for name in ("train_acc", "test_acc", "batch_acc", "loss"):
       if name in curve:
         row["extra"][name] = [c[i] for c in curve[name]]
     rho, mu = case.rho, case.mu
@@ -338,15 +342,21 @@ def train_group(config, group: Group, data: StudyData, trainer: engine.Trainer,
     if entry.on == "classifier":
       classifier[name] = classifier_logits(config, trainer, inputs, result1, entry,
                                            len(phase1))
+  t2 = 0.0
   if phase2:
+    t_phase2 = time.time()
     source = np.array([phase1.index(s.source) for s in phase2])
     result2 = train_phase(config, trainer, inputs, phase2,
                           build_members(config, phase2, cases, data, phase=2), phase=2,
                           checkpoint_dir=ckpt and str(ckpt / "phase2"), init=result1,
                           source=source, **common)
     outputs.update({s: (result2, i) for i, s in enumerate(phase2)})
-  wall = (time.time() - t0) / max(len(specs), 1)
-  return rows(config, group, row_specs, outputs, classifier, cases, data, inputs, wall)
+    t2 = time.time() - t_phase2
+  out = rows(config, group, row_specs, outputs, classifier, cases, data, inputs,
+             wall=float("nan"))
+  # wall_time_s: the amortised wall time of the row's model (`walltime` says how).
+  walltime.charge(out, row_specs, phase1, phase2, (time.time() - t0 - t2, t2))
+  return out
 
 
 def export_subsets(workdir, group: Group, cases: dict[Case, CaseData]) -> pathlib.Path:
