@@ -228,8 +228,9 @@ def no_overfitting(rows: Sequence[Row], *, seed: int = 0,
                    n_boot: int = stats.N_BOOTSTRAP) -> dict:
   """(iv) Oversampling's test accuracy does not fall over training, and its train/test
   gap is not larger than undersampling's."""
-  rule = (f"From the accuracy curves in `extra` (train_acc: eval-mode accuracy on a class-balanced training sample, "
-          f"test_acc: test accuracy at each log point; 2+ points), full-level runs of "
+  rule = (f"From the accuracy curves in `extra` (train_acc: eval-mode accuracy on a "
+          f"class-balanced training sample, test_acc: test accuracy at each log point; "
+          f"2+ points), full-level runs of "
           f"imbalanced cases. Fall of a run = peak test accuracy - last test accuracy; "
           f"it does not fall when the median fall of the oversampling runs is <= "
           f"{FALL_TOLERANCE:g}. Gap = last train - last test accuracy; oversampling's gap"
