@@ -608,8 +608,12 @@ def format_cell(stat: Stat) -> str:
   return f"{stat.mean * 100:.2f}{spread} ({stat.n}{div})"
 
 
-def summary_table(rows: Sequence[Row], metric: str = "auc") -> str:
+def summary_table(rows: Sequence[Row], metric: str = "auc", *,
+                  by_repetition: bool = False) -> str:
   """Markdown table(s): rows = methods, columns = imbalance cases, cells ×100.
+
+  With ``by_repetition`` each repetition of a case is its own column (the paper's
+  Table 4 reports the three ImageNet runs of one case side by side).
 
   One table per dataset/model, each under a ``###`` heading. Cells read
   ``mean ± std (n)`` (see :func:`format_cell`); learning-rate searches are reduced
@@ -620,6 +624,7 @@ def summary_table(rows: Sequence[Row], metric: str = "auc") -> str:
   Args:
     rows: store rows.
     metric: one of :data:`METRICS`.
+    by_repetition: one column per (case, repetition) instead of per case.
 
   Returns:
     Markdown text; ``'_no results_'`` when there are no rows.
@@ -637,12 +642,14 @@ def summary_table(rows: Sequence[Row], metric: str = "auc") -> str:
   for (ds, model), sub in _by_dataset_model(rows).items():
     stats = _aggregate(sub, metric, lambda r: (
         (r["method"], float(r["resample_ratio"]) if is_partial(r) else 1.0),
-        _case_of(r)))
+        _case_of(r) + ((int(r["repetition"]),) if by_repetition else ())))
     methods = sorted({m for m, _ in stats},
                      key=lambda mr: (method_sort_key(mr[0]), mr[1] != 1.0, -mr[1]))
     cases = sorted({c for _, c in stats}, key=_case_sort_key)
     out.append(f"### {ds} / {model}: {METRIC_LABELS[metric]}\n")
-    out.append("| method | " + " | ".join(_case_label(c) for c in cases) + " |")
+    label = (lambda c: f"{_case_label(c[:-1])}, run {c[-1] + 1}") if by_repetition \
+        else _case_label
+    out.append("| method | " + " | ".join(label(c) for c in cases) + " |")
     out.append("|---|" + "---|" * len(cases))
     for m in methods:
       cells = [format_cell(stats[(m, c)]) if (m, c) in stats else "" for c in cases]
@@ -653,14 +660,17 @@ def summary_table(rows: Sequence[Row], metric: str = "auc") -> str:
   return "\n".join(out) + "\n"
 
 
-def write_tables(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[pathlib.Path]:
-  """Writes ``tables.md``: the AUC table and the accuracy table (Table 4 style)."""
+def write_tables(rows: Sequence[Row], out_dir: str | os.PathLike, *,
+                 by_repetition: bool = False) -> list[pathlib.Path]:
+  """Writes ``tables.md``: the AUC table and the accuracy table (Table 4 style; with
+  `by_repetition`, one column per repetition of a case)."""
   path = pathlib.Path(out_dir) / "tables.md"
   path.parent.mkdir(parents=True, exist_ok=True)
   text = ("# Results (mean ± std over repetitions, ×100; n = finished runs)\n\n"
-          "## Multi-class ROC AUC\n\n" + summary_table(rows, "auc")
+          "## Multi-class ROC AUC\n\n" + summary_table(rows, "auc",
+                                                         by_repetition=by_repetition)
           + "\n## Accuracy (thresholded methods: after dividing by the prior)\n\n"
-          + summary_table(rows, "accuracy"))
+          + summary_table(rows, "accuracy", by_repetition=by_repetition))
   path.write_text(text)
   return [path]
 
@@ -807,4 +817,8 @@ def make_all(workdir: str | os.PathLike) -> list[pathlib.Path]:
   paths = []
   for fn in FIGURES.values():
     paths += fn(rows, out_dir)
-  return paths + write_tables(rows, out_dir)
+  by_rep = False
+  study_config = workdir / "study_config.json"
+  if study_config.exists():  # the layout the study asked for (`table_by_repetition`)
+    by_rep = bool(json.loads(study_config.read_text()).get("table_by_repetition"))
+  return paths + write_tables(rows, out_dir, by_repetition=by_rep)

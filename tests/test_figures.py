@@ -279,3 +279,19 @@ def test_binary_prints_paths_and_tables(tmp_path):
                        check=True).stdout
   assert str(tmp_path / "figures" / "tables.md") in out
   assert "| baseline |" in out
+
+
+def test_table_by_repetition_gives_each_run_of_a_case_its_own_column():
+  rng = np.random.default_rng(5)
+  rows = [_row(rng, f"{m}{rep}", profile="step", rho=100, k=9, method=m, rep=rep)
+          for m in ("baseline", "oversampling") for rep in range(3)]
+  table = figures.summary_table(rows, "auc", by_repetition=True)
+  header = next(line for line in table.splitlines() if line.startswith("| method"))
+  assert header.count("run ") == 3 and "run 3" in header
+  base = next(line for line in table.splitlines() if line.startswith("| baseline"))
+  cells = [c.strip() for c in base.split("|")[2:-1]]
+  want = [f"{r['auc'] * 100:.2f} (1)" for r in rows[:3]]
+  assert cells == want
+  # Pooled, the same runs are one column with n = 3.
+  pooled = figures.summary_table(rows, "auc")
+  assert "(3)" in pooled and "run 1" not in pooled

@@ -73,6 +73,7 @@ def get_config() -> ml_collections.ConfigDict:
   #                               "auto" (float32 on CPU, bfloat16 on accelerators)
   c.checkpoint_every = 0        # steps between Orbax checkpoints (0 = off; groups are the unit)
   c.make_figures = True
+  c.table_by_repetition = False # tables: one column per repetition of a case (Table 4)
   c.verbose = True
   c.seed = 0
   return c

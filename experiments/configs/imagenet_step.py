@@ -48,4 +48,5 @@ def get_config():
   c.population_size = 3
   c.chunk_steps = 1000
   c.checkpoint_every = 5000
+  c.table_by_repetition = True  # Table 4 reports the runs of a case side by side
   return c

@@ -49,6 +49,7 @@ EXECUTION_FIELDS: dict[str, str] = {
                         "uninterrupted one",
     "make_figures": "whether the binary draws figures from the store",
     "verbose": "progress lines",
+    "table_by_repetition": "only the layout of the printed tables",
     "selection": "how figures pick the best learning-rate run; read from the store by "
                  "the figures, never used in training",
 }
