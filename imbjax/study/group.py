@@ -329,9 +329,8 @@ def train_group(config, group: Group, data: StudyData, trainer: engine.Trainer,
   ckpt = None
   if config.checkpoint_every > 0:
     ckpt = pathlib.Path(workdir).resolve() / "checkpoints" / checkpoint_key(config, group)
-  common = dict(mesh=mesh, progress=progress, log=log)
-
-  common.update(cases=cases, train_labels=np.asarray(data.train.labels))
+  common = dict(mesh=mesh, progress=progress, log=log, cases=cases,
+                train_labels=np.asarray(data.train.labels))
   result1 = train_phase(config, trainer, inputs, phase1,
                         build_members(config, phase1, cases, data, phase=1), phase=1,
                         checkpoint_dir=ckpt and str(ckpt / "phase1"), **common)
