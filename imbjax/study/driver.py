@@ -169,8 +169,16 @@ def check_cases(config, all_cases, data) -> None:
   """Refuses, before any training, a case that asks a class for more than it holds."""
   available = np.bincount(data.train.labels, minlength=data.train.num_classes)
   for case in all_cases:
-    case_counts(config, case, data.train.num_classes, data.max_count, available=available,
-                class_names=getattr(data.train, "class_names", None))
+    try:
+      case_counts(config, case, data.train.num_classes, data.max_count,
+                  available=available, class_names=getattr(data.train, "class_names", None))
+    except ValueError as e:
+      advice = (f"max_count={data.max_count} caps each class before imbalancing; the "
+                f"smallest class has {int(available.min())} (max_count <= "
+                f"{int(available.min())}, or 0 for the smallest class")
+      if config.minority != "short_first":
+        advice += ", or minority='short_first' to make the short classes minority"
+      raise ValueError(f"{e}. {advice})") from None
 
 
 def check_posthoc(config, trainer) -> None:
