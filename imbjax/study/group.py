@@ -25,9 +25,10 @@ from imbjax import engine
 from imbjax import methods as methods_lib
 from imbjax import metrics
 from imbjax import posthoc as posthoc_lib
+from imbjax.study.config import fingerprint
 from imbjax.study.data import StudyData, _input_shape
 from imbjax.study.grid import (Case, Group, RowSpec, _hash32, case_counts,
-                               case_subset, data_seed, fingerprint, model_specs, subset_key)
+                               case_subset, data_seed, model_specs, subset_key)
 from imbjax.study.scoring import _softmax, score
 
 TAU_NORM_GRID = posthoc_lib.TAU_NORM_GRID
