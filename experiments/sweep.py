@@ -53,6 +53,11 @@ _COORDINATOR = flags.DEFINE_string(
     "several hosts with jax.distributed (every process runs the same command).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 30, "With --coordinator_address: seconds without a heartbeat "
+    "after which a process counts as dead and every other process stops with an error "
+    "(jax.distributed; its own default, 100 s, kept a survivor waiting for minutes). "
+    "Rerunning the same command resumes.")
 _WAIT = flags.DEFINE_bool("wait", False, "If another sweep holds the workdir, wait for "
                           "it to finish instead of exiting.")
 _CPU_DEVICES = flags.DEFINE_string(
@@ -204,7 +209,8 @@ def _run(config, workdir):
     # population is sharded over all devices of all processes; process 0 writes the store.
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+                               process_id=_PROCESS_ID.value,
+                               heartbeat_timeout_seconds=_HEARTBEAT.value)
   logging.set_verbosity(logging.INFO)
   result = study.train_and_evaluate(config, workdir, log=print)
   if "store" not in result:  # not process 0: nothing to print

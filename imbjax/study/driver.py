@@ -18,6 +18,7 @@ grid, so adding cases to a study leaves existing rows' numbers unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -31,13 +32,15 @@ import numpy as np
 
 import imbjax
 from imbjax import engine
+from imbjax.engine import memory as engine_memory
 from imbjax import methods as methods_lib
 from imbjax import posthoc as posthoc_lib
 from imbjax import store as store_lib
 from imbjax.study.config import fingerprint, validate_config
 from imbjax.study.data import _input_shape, load_data
-from imbjax.study.grid import case_counts, cases, groups, model_specs
-from imbjax.study.group import Progress, checkpoint_key, train_group
+from imbjax.study.grid import case_counts, cases, group_specs, groups
+from imbjax.study.group import (Progress, build_members, case_data, checkpoint_key,
+                                train_group)
 from imbjax.study.inputs import make_inputs
 
 
@@ -83,20 +86,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if store is not None:
     store.check_config(fingerprint(config), version=imbjax.__version__)
     (workdir / "study_config.json").write_text(config.to_json(indent=2))
-  done = store.done_keys() if store is not None else set()
-  pending = np.array([
-      not all(r.run_key(config) in done for c in g.cases for r in model_specs(config, c)[1])
-      for g in all_groups], np.int32)
-  if jax.process_count() > 1:
-    # Only process 0 reads the store: every process must train the same groups, or the
-    # sharded population programs would wait on each other forever.
-    from jax.experimental import multihost_utils
-    pending = np.asarray(multihost_utils.broadcast_one_to_all(pending))
-  todo = [g for g, p in zip(all_groups, pending) if p]
-  n_models = sum(len(model_specs(config, c)[0]) for g in todo for c in g.cases)
+  todo = pending_groups(config, all_groups,
+                        store.done_keys() if store is not None else set())
+  n_models = sum(len(group_specs(config, g)[0]) for g in todo)
   log(f"study: {len(all_groups)} groups, {len(all_groups) - len(todo)} already done, "
       f"{n_models} models to train on {len(jax.devices())} device(s)")
 
+  plan = check_memory(config, data, trainer, todo)
+  if plan is not None:
+    log(f"memory: {plan.describe()}")
   mesh = engine.model_mesh() if len(jax.devices()) > 1 else None
   inputs = make_inputs(config, data, mesh)
   progress = Progress(n_models, workdir if is_main else None, enabled=is_main)
@@ -121,6 +119,55 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if store is not None:
     result["store"] = str(workdir / store_lib.DB_NAME)
   return result
+
+
+def pending_groups(config, all_groups, done: set[str]) -> list:
+  """The groups with rows still to store, each narrowed to those rows (`Group.run_keys`).
+
+  A row is stored once and never recomputed: a rerun that extends the grid (another
+  learning rate, method or case) or regroups it (another `population_size`) trains only
+  the models of the missing rows. With several processes, only process 0 reads the
+  store; its answer is broadcast, since every process must train the same populations
+  (the sharded programs would otherwise wait on each other forever).
+  """
+  keys = [[r.run_key(config) for r in group_specs(config, g)[1]] for g in all_groups]
+  pending = np.array([k not in done for ks in keys for k in ks], np.int32)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    pending = np.asarray(multihost_utils.broadcast_one_to_all(pending))
+  todo, at = [], 0
+  for g, ks in zip(all_groups, keys):
+    mask = pending[at:at + len(ks)].astype(bool)
+    at += len(ks)
+    if mask.all():
+      todo.append(g)
+    elif mask.any():
+      todo.append(dataclasses.replace(
+          g, run_keys=tuple(k for k, p in zip(ks, mask) if p)))
+  return todo
+
+
+def check_memory(config, data, trainer, todo) -> engine_memory.MemoryPlan | None:
+  """Refuses, before training, a study whose largest pending population would not fit
+  in device memory (`imbjax.engine.memory`), naming the config fields that would.
+
+  Planned for device-resident input only (streamed input holds one chunk of batches).
+  """
+  if not todo or config.input != "device":
+    return None
+  phase1 = lambda g: [s for s in group_specs(config, g)[0] if not s.method.is_phase2]
+  largest = max(todo, key=lambda g: len(phase1(g)))
+  specs = phase1(largest)
+  members = engine.stack_members(build_members(
+      config, specs, case_data(config, largest.cases, data), data, phase=1))
+  train = engine.TrainData(
+      images=jax.ShapeDtypeStruct(data.train.images.shape, np.float32),
+      labels=jax.ShapeDtypeStruct(data.train.labels.shape, np.int32))
+  evaluated = max(len(data.test.labels), 0 if data.val is None else len(data.val.labels))
+  plan = engine_memory.plan(trainer, members, train, eval_examples=evaluated,
+                            eval_batch_size=config.eval_batch_size)
+  plan.check()
+  return plan
 
 
 def make_trainer(config, data, model=None) -> engine.Trainer:

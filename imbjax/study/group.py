@@ -28,7 +28,7 @@ from imbjax import posthoc as posthoc_lib
 from imbjax.study.config import fingerprint
 from imbjax.study.data import StudyData, _input_shape
 from imbjax.study.grid import (Case, Group, RowSpec, _hash32, case_counts,
-                               case_subset, data_seed, model_specs, subset_key)
+                               case_subset, data_seed, group_specs, subset_key)
 from imbjax.study.scoring import _softmax, score
 
 TAU_NORM_GRID = posthoc_lib.TAU_NORM_GRID
@@ -78,7 +78,7 @@ def stream_seeds(config, specs, phase: int) -> list[int]:
 def checkpoint_key(config, group: Group) -> str:
   """Names a group's checkpoints by everything that determines its models: the study's
   fingerprint and the run keys of its rows. A changed study never finds them."""
-  keys = sorted(r.run_key(config) for c in group.cases for r in model_specs(config, c)[1])
+  keys = sorted(r.run_key(config) for r in group_specs(config, group)[1])
   text = json.dumps([fingerprint(config), keys], sort_keys=True, default=str)
   return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -228,12 +228,9 @@ def train_group(config, group: Group, data: StudyData, trainer: engine.Trainer,
   t0 = time.time()
   mesh = engine.model_mesh() if len(jax.devices()) > 1 else None
   cases = case_data(config, group.cases, data)
-  export_subsets(workdir, group, cases)
-  specs, row_specs = [], []
-  for case in group.cases:
-    s, r = model_specs(config, case)
-    specs += s
-    row_specs += r
+  if jax.process_index() == 0:  # one writer: the processes may share the workdir
+    export_subsets(workdir, group, cases)
+  specs, row_specs = group_specs(config, group)
   phase1 = [s for s in specs if not s.method.is_phase2]
   phase2 = [s for s in specs if s.method.is_phase2]
   ckpt = None
