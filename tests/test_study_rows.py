@@ -241,7 +241,7 @@ def test_stale_checkpoint_of_another_base_lr_is_not_restored(tmp_path, monkeypat
   (lr02,) = clean[0.02].values()
   assert lr01["auc"] != lr02["auc"] and lr01["extra"] != lr02["extra"]
   # The stored group's checkpoint is gone; the killed group's waits for its rerun.
-  assert [p.parent.parent for p in (tmp_path / "checkpoints").glob("*/phase1")] == [
+  assert [p.parent for p in (tmp_path / "checkpoints").glob("*/phase1")] == [
       saved[0].parent.parent]
   # Rerun at 0.01: it resumes from step 10 and equals the clean run, then removes it.
   study.train_and_evaluate(_config(base_lrs=(0.01, 0.02), **base), tmp_path, log=_quiet)

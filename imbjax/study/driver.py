@@ -78,6 +78,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   check_cases(config, all_cases, data)
   check_posthoc(config, trainer)
   all_groups = groups(config, all_cases)
+  plan = check_memory(config, data, trainer, all_groups)
+  if plan is not None:
+    log(f"memory: {plan.describe()}")
 
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -92,9 +95,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   log(f"study: {len(all_groups)} groups, {len(all_groups) - len(todo)} already done, "
       f"{n_models} models to train on {len(jax.devices())} device(s)")
 
-  plan = check_memory(config, data, trainer, todo)
-  if plan is not None:
-    log(f"memory: {plan.describe()}")
   mesh = engine.model_mesh() if len(jax.devices()) > 1 else None
   inputs = make_inputs(config, data, mesh)
   progress = Progress(n_models, workdir if is_main else None, enabled=is_main)
@@ -148,8 +148,9 @@ def pending_groups(config, all_groups, done: set[str]) -> list:
 
 
 def check_memory(config, data, trainer, todo) -> engine_memory.MemoryPlan | None:
-  """Refuses, before training, a study whose largest pending population would not fit
-  in device memory (`imbjax.engine.memory`), naming the config fields that would.
+  """Refuses, before training (and before the workdir is touched), a study whose largest
+  population in `todo` would not fit in device memory (`imbjax.engine.memory`), naming
+  the config fields that would make it fit.
 
   Planned for device-resident input only (streamed input holds one chunk of batches).
   """

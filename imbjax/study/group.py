@@ -105,11 +105,20 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
   train_data = inputs.train_data(members + [members[-1]] * ((-size) % n_dev),
                                  seeds + [seeds[-1]] * ((-size) % n_dev))
   curve = {"steps": [], "train_acc": [], "test_acc": [], "loss": []}
+  # The curve's log points live beside the checkpoint: a phase resumed from step S has
+  # the points before S (the row must not depend on whether its group was killed).
+  curve_file = checkpoint_dir and pathlib.Path(f"{checkpoint_dir}.curve.json")
+  if curve_file and curve_file.exists():
+    curve = json.loads(curve_file.read_text())
   last = [0]
 
   def on_chunk(step_done, m, state):
     progress.images += trainer.batch_size * size * (step_done - last[0])
     last[0] = step_done
+    # Points from after the restored checkpoint are recomputed, identically: drop them.
+    n = sum(s < step_done for s in curve["steps"])
+    for k in curve:
+      del curve[k][n:]
     curve["steps"].append(step_done)
     curve["train_acc"].append(np.asarray(m["accuracy"])[:size].tolist())
     logits = inputs.logits(trainer, state, "curve", size)
@@ -121,6 +130,11 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
                       "train_accuracy_mean": float(np.nanmean(m["accuracy"][:size]))})
     if config.verbose:
       log(progress.line(size, step_done / config.iterations))
+    if curve_file and jax.process_index() == 0:
+      curve_file.parent.mkdir(parents=True, exist_ok=True)
+      tmp = curve_file.with_suffix(".tmp")
+      tmp.write_text(json.dumps(curve))
+      tmp.replace(curve_file)
 
   fit_kwargs = dict(num_steps=config.iterations, chunk_steps=config.chunk_steps,
                     checkpoint_dir=checkpoint_dir,
