@@ -15,6 +15,11 @@ Rerunning the same command resumes: finished population groups are skipped. One 
 at a time per workdir: a second one says who holds it and exits (`--wait` waits).
 Ctrl-C or SIGTERM stops within seconds (a second signal, or 10 s, ends the process at
 once); every stored group is kept and the rerun resumes.
+
+Several processes (`--coordinator_address`, `--num_processes`, `--process_id`; every
+process runs the same command, process 0 writes the store): if one dies, the others
+stop with an error within seconds (a failed collective) or, at the latest, after
+`--heartbeat_timeout_s`; rerunning every process resumes.
 """
 
 import contextlib
@@ -27,6 +32,7 @@ import sqlite3
 import sys
 import tempfile
 import threading
+import traceback
 
 # TensorFlow's INFO lines from C++ (a user's setting wins). TF 2.21 logs its start-up
 # notices through absl, which ignores this; `_import_tensorflow_quietly` drops those.
@@ -195,6 +201,19 @@ def main(argv):
     sys.stdout.flush()
     name = e.args[0] if e.args and e.args[0] in ("SIGINT", "SIGTERM") else "SIGINT"
     os._exit(128 + signal.Signals[name])  # pylint: disable=protected-access
+  except Exception:  # pylint: disable=broad-except
+    if not _COORDINATOR.value:
+      raise
+    # Multi-process: a failed collective (a peer died) leaves jax.distributed's exit
+    # handler waiting on the dead peer until its heartbeat times out; say why and go.
+    traceback.print_exc()
+    print(f"sweep: process {_PROCESS_ID.value} failed; {_stored_rows(workdir)} rows "
+          f"stored in {workdir}; rerun every process to resume", file=sys.stderr,
+          flush=True)
+    sys.stdout.flush()
+    if lock is not None:
+      lock.release()
+    os._exit(1)  # pylint: disable=protected-access
   finally:
     if lock is not None:
       lock.release()

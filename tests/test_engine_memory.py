@@ -9,7 +9,6 @@ from experiments.configs import test as test_config
 from imbjax import store as store_lib
 from imbjax import study
 from imbjax.engine import memory
-from imbjax.study import driver
 
 
 def _plan(**overrides):
@@ -62,17 +61,19 @@ def test_advice_names_each_field_that_would_fit():
 def test_study_that_cannot_fit_is_refused_before_training_naming_a_value_that_fits(
     tmp_path, monkeypatch):
   config = test_config.get_config()  # one population of 6 models
-  data = driver.load_data(config, None)
-  trainer = driver.make_trainer(config, data)
-  plan = driver.check_memory(config, data, trainer,
-                             study.groups(config, study.cases(config)))
-  assert plan.models == 6 and plan.fits
-  # A budget that holds 3 models' evaluation but not 6.
-  monkeypatch.setenv(memory.BUDGET_ENV, str(plan.eval_bytes(models_per_device=3) + 1))
-  with pytest.raises(memory.MemoryPlanError, match="population_size=3") as e:
-    study.train_and_evaluate(config, tmp_path, log=lambda *_: None)
-  assert not (tmp_path / store_lib.DB_NAME).exists()  # refused before anything ran
+  quiet = lambda *_: None
+  monkeypatch.setenv(memory.BUDGET_ENV, "1")  # nothing fits: the plan is measured
+  with pytest.raises(memory.MemoryPlanError) as e:
+    study.train_and_evaluate(config, tmp_path, log=quiet)
+  plan = e.value.plan
+  assert plan.measured and plan.models == 6 and plan.train_temp > 0
+  # A budget that holds 3 models but not 6.
+  three = max(plan.train_bytes(models_per_device=3), plan.eval_bytes(models_per_device=3))
+  monkeypatch.setenv(memory.BUDGET_ENV, str(three))
+  with pytest.raises(memory.MemoryPlanError, match="config.population_size=3") as e:
+    study.train_and_evaluate(config, tmp_path, log=quiet)
   assert re.search(r"6 models on 1 device\(s\).*budget", str(e.value))
+  assert not (tmp_path / store_lib.DB_NAME).exists()  # refused before anything ran
   config.population_size = 3
-  result = study.train_and_evaluate(config, tmp_path, log=lambda *_: None)
+  result = study.train_and_evaluate(config, tmp_path, log=quiet)
   assert result["rows"] == 16

@@ -140,6 +140,7 @@ def test_two_process_sweep_fails_fast_when_a_process_dies_and_resumes_to_the_sam
   waited = time.time() - killed
   assert procs[0].returncode != 0, out[-3000:]
   assert waited < 60, (waited, out[-3000:])
+  assert "rerun every process to resume" in out, out[-3000:]
   procs[1].communicate()
 
   procs = start()
@@ -165,7 +166,7 @@ def test_extending_base_lrs_trains_only_new_rows_instead_of_refusing_them_as_sto
   result = study.train_and_evaluate(both, tmp_path, log=lines.append)
   # One group (6 phase-1 models of the case); only the 0.02 models train: 3 + 2.
   assert result["rows"] == 8 and result["trained_groups"] == 1
-  assert "1 groups, 0 already done, 5 models to train" in lines[0]
+  assert "1 groups, 0 already done, 5 models to train" in "\n".join(lines)
   with store_lib.ResultsStore(tmp_path) as s:
     after = {r["run_key"]: r for r in s.rows()}
   assert all(after[k] == row for k, row in before.items())  # not rewritten
@@ -187,7 +188,7 @@ def test_population_shrink_on_resume_gives_the_uninterrupted_rows(reference, tmp
   rest = study.train_and_evaluate(_config(repetitions=3, population_size=2), tmp_path,
                                   log=lines.append)
   assert rest["trained_groups"] == 1 and rest["rows"] == 8
-  assert "3 groups, 2 already done, 5 models to train" in lines[0]
+  assert "3 groups, 2 already done, 5 models to train" in "\n".join(lines)
   _assert_same_rows(_rows(tmp_path), ref)
   assert _rows(tmp_path).keys() == ref.keys()
 
@@ -202,7 +203,7 @@ def test_regrouped_rerun_trains_only_the_missing_models_of_a_partly_stored_group
   rest = study.train_and_evaluate(_config(repetitions=3, population_size=9), tmp_path,
                                   log=lines.append)
   assert rest["rows"] == 8
-  assert "1 groups, 0 already done, 5 models to train" in lines[0]
+  assert "1 groups, 0 already done, 5 models to train" in "\n".join(lines)
   _assert_same_rows(_rows(tmp_path), ref)
 
 

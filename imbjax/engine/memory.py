@@ -2,8 +2,11 @@
 
 A study that runs out of device memory in its first group has wasted its start-up; one
 that runs out after hours has wasted hours. `plan` measures, before any training, what
-ONE model needs (XLA's own `memory_analysis` of the compiled one-model training step
-and one-model evaluation step) and scales it to the population each device holds:
+ONE model needs and scales it to the population each device holds. The working memory
+of one model's training step and evaluation step is first bounded from the traced
+programs (every intermediate value, no reuse, times two: no compile); only a plan
+that does not fit under that bound is measured exactly (XLA's `memory_analysis` of
+the compiled one-model programs) before it is refused:
 
 * training, per device: the resident training split, every model's state (parameters,
   batch statistics, optimiser state) and recipe (`Member`), plus the step's working
@@ -45,7 +48,15 @@ _SUFFIX = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
 class MemoryPlanError(ValueError):
-  """A population that would not fit in memory; the message says what would."""
+  """A population that would not fit in memory; the message says what would.
+
+  Attributes:
+    plan: the `MemoryPlan` refused.
+  """
+
+  def __init__(self, message: str, plan: "MemoryPlan | None" = None):
+    super().__init__(message)
+    self.plan = plan
 
 
 def parse_bytes(text: str) -> int:
@@ -83,9 +94,15 @@ def device_budget(device=None) -> tuple[int, str]:
   return phys // n, f"host memory / {n} local device(s)"
 
 
+def _itemsize(dtype) -> int:
+  try:
+    return jnp.dtype(dtype).itemsize
+  except TypeError:  # a typed PRNG key: two uint32 words for the default key
+    return 8
+
+
 def _nbytes(tree) -> int:
-  return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize
-             for x in jax.tree.leaves(tree))
+  return sum(int(np.prod(x.shape)) * _itemsize(x.dtype) for x in jax.tree.leaves(tree))
 
 
 def _one(tree):
@@ -94,20 +111,51 @@ def _one(tree):
                       tree)
 
 
-@functools.lru_cache(maxsize=16)
-def _measure(trainer: Trainer, member_shapes, data_shapes, eval_batch: int):
-  """Working memory (XLA temp bytes) of one model's training step and evaluation step,
-  and one model's state bytes."""
+def _jaxpr_bytes(jaxpr) -> int:
+  """Bytes of every intermediate value of a jaxpr (sub-jaxprs once): no buffer reuse,
+  so at least what the compiled program's working memory holds."""
+  total = 0
+  for eqn in jaxpr.eqns:
+    total += sum(_nbytes([v.aval]) for v in eqn.outvars if hasattr(v.aval, "shape"))
+    for param in eqn.params.values():
+      for sub in (param if isinstance(param, (tuple, list)) else (param,)):
+        inner = getattr(sub, "jaxpr", sub)
+        if hasattr(inner, "eqns"):
+          total += _jaxpr_bytes(inner)
+  return total
+
+
+def _programs(trainer, member_shapes, data_shapes, eval_batch):
   members = jax.tree.unflatten(member_shapes[0], member_shapes[1])
   data = jax.tree.unflatten(data_shapes[0], data_shapes[1])
   state = jax.eval_shape(jax.vmap(lambda m: init_state(trainer, m)), members)
-  train = jax.jit(functools.partial(_run_steps, trainer, num_steps=1)).lower(
-      state, members, data).compile().memory_analysis()
   images = jax.ShapeDtypeStruct((eval_batch,) + tuple(data.images.shape[1:]), jnp.float32)
-  evaluate = jax.jit(functools.partial(_predict_local, trainer, batch_size=eval_batch)
-                     ).lower(state.params, state.batch_stats, images).compile(
-                     ).memory_analysis()
-  return int(train.temp_size_in_bytes), int(evaluate.temp_size_in_bytes), _nbytes(state)
+  train = (jax.jit(functools.partial(_run_steps, trainer, num_steps=1)),
+           (state, members, data))
+  evaluate = (jax.jit(functools.partial(_predict_local, trainer, batch_size=eval_batch)),
+              (state.params, state.batch_stats, images))
+  return train, evaluate, _nbytes(state)
+
+
+# XLA may add buffers a jaxpr does not show (layout copies, convolution workspaces):
+# the traced bound counts twice the jaxpr's intermediates.
+_BOUND_MARGIN = 2
+
+
+@functools.lru_cache(maxsize=16)
+def _measure(trainer: Trainer, member_shapes, data_shapes, eval_batch: int,
+             compile_: bool):
+  """Working memory of one model's training step and evaluation step, and one model's
+  state bytes: a traced upper bound (cheap), or XLA's `memory_analysis` of the compiled
+  programs (`compile_`; exact, one compile each)."""
+  programs = _programs(trainer, member_shapes, data_shapes, eval_batch)
+  temps = []
+  for fn, args in programs[:2]:
+    if compile_:
+      temps.append(int(fn.lower(*args).compile().memory_analysis().temp_size_in_bytes))
+    else:
+      temps.append(_BOUND_MARGIN * _jaxpr_bytes(jax.make_jaxpr(fn)(*args).jaxpr))
+  return temps[0], temps[1], programs[2]
 
 
 def _shapes(tree):
@@ -134,6 +182,7 @@ class MemoryPlan:
   eval_temp: int            # working memory of one model's evaluation batch
   budget: int
   budget_source: str
+  measured: bool = True     # step memory from the compiled programs, not the traced bound
 
   def train_bytes(self, models_per_device=None, block=None, batch_size=None) -> int:
     m = self.models_per_device if models_per_device is None else models_per_device
@@ -184,7 +233,7 @@ class MemoryPlan:
     return (f"{self.models} models on {self.devices} device(s) ({self.models_per_device} "
             f"each): training needs {mb(self.train_bytes())} per device (data "
             f"{mb(self.data_bytes)}, {mb(self.state_bytes)} state per model, "
-            f"{mb(self.train_temp)} step memory per model x {min(self.block, self.models_per_device)} "
+            f"{mb(self.train_temp)} step memory{'' if self.measured else ' (bound)'} per model x {min(self.block, self.models_per_device)} "
             f"at once), evaluation {mb(self.eval_bytes())} (logits of {self.eval_examples} "
             f"examples per model included); budget {mb(self.budget)} "
             f"({self.budget_source})")
@@ -197,7 +246,7 @@ class MemoryPlan:
     fix = ("; set one of: config." + ", config.".join(advice) if advice else
            "; no single field change fits it: use a device with more memory")
     raise MemoryPlanError(f"not enough memory: {self.describe()}{fix}. Override the "
-                          f"budget with ${BUDGET_ENV} (bytes, or K/M/G/T).")
+                          f"budget with ${BUDGET_ENV} (bytes, or K/M/G/T).", self)
 
 
 def _halvings(n: int) -> list[int]:
@@ -229,18 +278,25 @@ def plan(trainer: Trainer, members: Member, data: TrainData, *, eval_examples: i
   p = population_size(members)
   per_device = -(-p // devices)
   eval_batch = min(eval_batch_size, eval_examples)
-  train_temp, eval_temp, state_bytes = _measure(
-      trainer, _shapes(_one(members)), _shapes(data), eval_batch)
   source = "argument"
   if budget is None:
     budget, source = device_budget()
   member_bytes = _nbytes(_one(members))
   image_bytes = int(np.prod(data.images.shape[1:])) * 4
-  return MemoryPlan(
-      models=p, devices=devices, models_per_device=per_device,
-      block=block_size(trainer, per_device), eval_block=eval_block(trainer),
-      batch_size=trainer.batch_size, eval_batch_size=eval_batch,
-      eval_examples=eval_examples, num_classes=trainer.num_classes,
-      data_bytes=_nbytes(data), eval_data_bytes=eval_examples * image_bytes,
-      state_bytes=state_bytes + member_bytes, train_temp=train_temp,
-      eval_temp=eval_temp, budget=int(budget), budget_source=source)
+  shapes = (trainer, _shapes(_one(members)), _shapes(data), eval_batch)
+  for compile_ in (False, True):
+    # The traced bound settles most studies without a compile; one near (or over) the
+    # budget is measured exactly before it is refused.
+    train_temp, eval_temp, state_bytes = _measure(*shapes, compile_)
+    out = MemoryPlan(
+        models=p, devices=devices, models_per_device=per_device,
+        block=block_size(trainer, per_device), eval_block=eval_block(trainer),
+        batch_size=trainer.batch_size, eval_batch_size=eval_batch,
+        eval_examples=eval_examples, num_classes=trainer.num_classes,
+        data_bytes=_nbytes(data), eval_data_bytes=eval_examples * image_bytes,
+        state_bytes=state_bytes + member_bytes, train_temp=train_temp,
+        eval_temp=eval_temp, budget=int(budget), budget_source=source,
+        measured=compile_)
+    if out.fits:
+      break
+  return out
