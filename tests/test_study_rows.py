@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
@@ -180,7 +179,7 @@ def test_extending_base_lrs_trains_only_new_rows_instead_of_refusing_them_as_sto
 
 def test_population_shrink_on_resume_gives_the_uninterrupted_rows(reference, tmp_path):
   """Half the study in groups of 6 (2 cases), resumed in groups of 2 (1 case)."""
-  config, ref = reference
+  _, ref = reference
   first = study.train_and_evaluate(_config(repetitions=3, population_size=6), tmp_path,
                                    log=_quiet, stop_after_groups=1)
   assert first["trained_groups"] == 1 and first["rows"] == 16
