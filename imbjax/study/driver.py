@@ -6,10 +6,17 @@ trains each group as one population (`imbjax.population`), evaluates every model
 vmapped pass, scores it (`imbjax.metrics`, `imbjax.thresholding`) and writes the group's
 rows to the results store in one transaction (`imbjax.store`).
 
-Resume: every row has a stable `run_key` (a hash of what defines it); a group whose rows
-are all stored is skipped, so rerunning the same command after a crash finishes only the
-rest. A killed run loses at most the group in flight (plus, for long groups with
+Resume: every row has a stable `run_key` (a hash of what defines it) and is a function
+of it alone: bit for bit the same whatever population, device count or process count
+it trained in. A stored row is never recomputed: a group whose rows are all stored is
+skipped, and one with some stored (the grid extended by a learning rate or a method,
+or regrouped by another `population_size`) trains only the models of its missing rows.
+A killed run loses at most the group in flight (plus, for long groups with
 ``checkpoint_every``, only the steps since its last Orbax checkpoint).
+
+Memory: before the workdir is touched, the largest population is planned against the
+device's memory (`imbjax.engine.memory`); a study that cannot fit is refused, naming
+a config value that would.
 
 Randomness: every draw derives from ``config.seed`` by `jax.random.fold_in` with stable
 hashes of names (case, method, learning rate, repeat), never from a counter over the
