@@ -18,6 +18,11 @@ finished population groups are skipped. One sweep at a time per workdir: a secon
 says who holds it and exits (`--wait` waits). Ctrl-C or SIGTERM stops within seconds (a
 second signal, or 10 s, ends the process at once); every stored group is kept and the
 rerun resumes.
+
+Several processes (`--coordinator_address`, `--num_processes`, `--process_id`; every
+process runs the same command, process 0 writes the store): if one dies, the others
+stop with an error within seconds (a failed collective) or, at the latest, after
+`--heartbeat_timeout_s`; rerunning every process resumes.
 """
 
 import contextlib
@@ -30,6 +35,7 @@ import sqlite3
 import sys
 import tempfile
 import threading
+import traceback
 
 # TensorFlow's INFO lines from C++ (a user's setting wins). TF 2.21 logs its start-up
 # notices through absl, which ignores this; `_import_tensorflow_quietly` drops those.
@@ -58,6 +64,11 @@ _COORDINATOR = flags.DEFINE_string(
     "several hosts with jax.distributed (every process runs the same command).")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Processes in the job.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
+_HEARTBEAT = flags.DEFINE_integer(
+    "heartbeat_timeout_s", 30, "With --coordinator_address: seconds without a heartbeat "
+    "after which a process counts as dead and every other process stops with an error "
+    "(jax.distributed; its own default, 100 s, kept a survivor waiting for minutes). "
+    "Rerunning the same command resumes.")
 _WAIT = flags.DEFINE_bool("wait", False, "If another sweep holds the workdir, wait for "
                           "it to finish instead of exiting.")
 _CPU_DEVICES = flags.DEFINE_string(
@@ -195,6 +206,19 @@ def main(argv):
     sys.stdout.flush()
     name = e.args[0] if e.args and e.args[0] in ("SIGINT", "SIGTERM") else "SIGINT"
     os._exit(128 + signal.Signals[name])  # pylint: disable=protected-access
+  except Exception:  # pylint: disable=broad-except
+    if not _COORDINATOR.value:
+      raise
+    # Multi-process: a failed collective (a peer died) leaves jax.distributed's exit
+    # handler waiting on the dead peer until its heartbeat times out; say why and go.
+    traceback.print_exc()
+    print(f"sweep: process {_PROCESS_ID.value} failed; {_stored_rows(workdir)} rows "
+          f"stored in {workdir}; rerun every process to resume", file=sys.stderr,
+          flush=True)
+    sys.stdout.flush()
+    if lock is not None:
+      lock.release()
+    os._exit(1)  # pylint: disable=protected-access
   finally:
     if lock is not None:
       lock.release()
@@ -209,7 +233,8 @@ def _run(config, workdir):
     # population is sharded over all devices of all processes; process 0 writes the store.
     jax.distributed.initialize(coordinator_address=_COORDINATOR.value,
                                num_processes=_NUM_PROCESSES.value,
-                               process_id=_PROCESS_ID.value)
+                               process_id=_PROCESS_ID.value,
+                               heartbeat_timeout_seconds=_HEARTBEAT.value)
   logging.set_verbosity(logging.INFO)
   result = study.train_and_evaluate(config, workdir, log=print)
   if "store" not in result:  # not process 0: nothing to print

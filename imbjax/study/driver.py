@@ -6,12 +6,19 @@ trains each group as one population (`imbjax.population`), evaluates every model
 vmapped pass, scores it (`imbjax.metrics`, `imbjax.thresholding`) and writes the group's
 rows to the results store in one transaction (`imbjax.store`).
 
-Resume: every row has a stable `run_key` (a hash of what defines it); a group whose rows
-are all stored is skipped, so rerunning the same command after a crash finishes only the
-rest. A killed run loses at most the group in flight (plus, for long groups with
+Resume: every row has a stable `run_key` (a hash of what defines it) and is a function
+of it alone: bit for bit the same whatever population, device count or process count
+it trained in. A stored row is never recomputed: a group whose rows are all stored is
+skipped, and one with some stored (the grid extended by a learning rate or a method,
+or regrouped by another `population_size`) trains only the models of its missing rows.
+A killed run loses at most the group in flight (plus, for long groups with
 ``checkpoint_every``, only the steps since its last Orbax checkpoint). Each stored
 group's per-model curves are appended to ``WORKDIR/metrics.jsonl``
 (`imbjax.metrics_log`).
+
+Memory: before the workdir is touched, the largest population is planned against the
+device's memory (`imbjax.engine.memory`); a study that cannot fit is refused, naming
+a config value that would.
 
 Randomness: every draw derives from ``config.seed`` by `jax.random.fold_in` with stable
 hashes of names (case, method, learning rate, repeat), never from a counter over the
@@ -20,6 +27,7 @@ grid, so adding cases to a study leaves existing rows' numbers unchanged.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import inspect
 import logging
@@ -33,14 +41,16 @@ import numpy as np
 
 import imbjax
 from imbjax import engine
+from imbjax.engine import memory as engine_memory
 from imbjax import methods as methods_lib
 from imbjax import metrics_log
 from imbjax import posthoc as posthoc_lib
 from imbjax import store as store_lib
 from imbjax.study.config import fingerprint, validate_config
 from imbjax.study.data import _input_shape, load_data
-from imbjax.study.grid import case_counts, cases, groups, model_specs
-from imbjax.study.group import Progress, checkpoint_key, train_group
+from imbjax.study.grid import case_counts, cases, group_specs, groups
+from imbjax.study.group import (Progress, build_members, case_data, checkpoint_key,
+                                train_group)
 from imbjax.study.inputs import make_inputs
 
 
@@ -78,6 +88,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   check_cases(config, all_cases, data)
   check_posthoc(config, trainer)
   all_groups = groups(config, all_cases)
+  plan = check_memory(config, data, trainer, all_groups)
+  if plan is not None:
+    log(f"memory: {plan.describe()}")
 
   workdir = pathlib.Path(workdir)
   workdir.mkdir(parents=True, exist_ok=True)
@@ -90,16 +103,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if store is not None and done:
     # Lines of groups stored by a run that stopped before writing them.
     metrics_log.sync(workdir, store.rows())
-  pending = np.array([
-      not all(r.run_key(config) in done for c in g.cases for r in model_specs(config, c)[1])
-      for g in all_groups], np.int32)
-  if jax.process_count() > 1:
-    # Only process 0 reads the store: every process must train the same groups, or the
-    # sharded population programs would wait on each other forever.
-    from jax.experimental import multihost_utils
-    pending = np.asarray(multihost_utils.broadcast_one_to_all(pending))
-  todo = [g for g, p in zip(all_groups, pending) if p]
-  n_models = sum(len(model_specs(config, c)[0]) for g in todo for c in g.cases)
+  todo = pending_groups(config, all_groups, done)
+  n_models = sum(len(group_specs(config, g)[0]) for g in todo)
   log(f"study: {len(all_groups)} groups, {len(all_groups) - len(todo)} already done, "
       f"{n_models} models to train on {len(jax.devices())} device(s)")
 
@@ -129,6 +134,56 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
   if store is not None:
     result["store"] = str(workdir / store_lib.DB_NAME)
   return result
+
+
+def pending_groups(config, all_groups, done: set[str]) -> list:
+  """The groups with rows still to store, each narrowed to those rows (`Group.run_keys`).
+
+  A row is stored once and never recomputed: a rerun that extends the grid (another
+  learning rate, method or case) or regroups it (another `population_size`) trains only
+  the models of the missing rows. With several processes, only process 0 reads the
+  store; its answer is broadcast, since every process must train the same populations
+  (the sharded programs would otherwise wait on each other forever).
+  """
+  keys = [[r.run_key(config) for r in group_specs(config, g)[1]] for g in all_groups]
+  pending = np.array([k not in done for ks in keys for k in ks], np.int32)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils
+    pending = np.asarray(multihost_utils.broadcast_one_to_all(pending))
+  todo, at = [], 0
+  for g, ks in zip(all_groups, keys):
+    mask = pending[at:at + len(ks)].astype(bool)
+    at += len(ks)
+    if mask.all():
+      todo.append(g)
+    elif mask.any():
+      todo.append(dataclasses.replace(
+          g, run_keys=tuple(k for k, p in zip(ks, mask) if p)))
+  return todo
+
+
+def check_memory(config, data, trainer, todo) -> engine_memory.MemoryPlan | None:
+  """Refuses, before training (and before the workdir is touched), a study whose largest
+  population in `todo` would not fit in device memory (`imbjax.engine.memory`), naming
+  the config fields that would make it fit.
+
+  Planned for device-resident input only (streamed input holds one chunk of batches).
+  """
+  if not todo or config.input != "device":
+    return None
+  phase1 = lambda g: [s for s in group_specs(config, g)[0] if not s.method.is_phase2]
+  largest = max(todo, key=lambda g: len(phase1(g)))
+  specs = phase1(largest)
+  members = engine.stack_members(build_members(
+      config, specs, case_data(config, largest.cases, data), data, phase=1))
+  train = engine.TrainData(
+      images=jax.ShapeDtypeStruct(data.train.images.shape, np.float32),
+      labels=jax.ShapeDtypeStruct(data.train.labels.shape, np.int32))
+  evaluated = max(len(data.test.labels), 0 if data.val is None else len(data.val.labels))
+  plan = engine_memory.plan(trainer, members, train, eval_examples=evaluated,
+                            eval_batch_size=config.eval_batch_size)
+  plan.check()
+  return plan
 
 
 def make_trainer(config, data, model=None) -> engine.Trainer:

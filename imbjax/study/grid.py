@@ -188,9 +188,39 @@ def model_specs(config, case: Case) -> tuple[list[ModelSpec], list[RowSpec]]:
 
 @dataclasses.dataclass
 class Group:
-  """Cases trained together as one population."""
+  """Cases trained together as one population.
+
+  Attributes:
+    cases: the group's imbalance cases.
+    group_id: a hash of the case names (a provenance column of the rows).
+    run_keys: the run keys of the rows still to store, or None for all of the cases'
+      rows. A rerun that extends the grid (a new learning rate, a new method) or
+      regroups it (another `population_size`) sets it, so a group trains only the
+      models its missing rows need and never recomputes a stored row.
+  """
   cases: list[Case]
   group_id: str
+  run_keys: tuple[str, ...] | None = None
+
+
+def group_specs(config, group: Group) -> tuple[list[ModelSpec], list[RowSpec]]:
+  """The models a group trains and the rows it stores.
+
+  With ``group.run_keys`` set, only those rows, and only the models they need: each
+  row's model and, for a phase-2 model, the phase-1 model it continues.
+  """
+  specs, rows = [], []
+  for case in group.cases:
+    s, r = model_specs(config, case)
+    specs += s
+    rows += r
+  if group.run_keys is None:
+    return specs, rows
+  keep = set(group.run_keys)
+  rows = [r for r in rows if r.run_key(config) in keep]
+  needed = {r.model for r in rows} | {r.model.source for r in rows
+                                       if r.model.method.is_phase2}
+  return [s for s in specs if s in needed], rows
 
 
 def _phase1_models(config, case: Case) -> int:

@@ -29,7 +29,7 @@ from imbjax.study import walltime
 from imbjax.study.config import fingerprint
 from imbjax.study.data import StudyData
 from imbjax.study.grid import (Case, Group, RowSpec, _hash32, case_counts,
-                               case_subset, data_seed, model_specs, subset_key)
+                               case_subset, data_seed, group_specs, subset_key)
 from imbjax.study.scoring import _softmax, score
 
 TAU_NORM_GRID = posthoc_lib.TAU_NORM_GRID
@@ -118,7 +118,7 @@ def stream_seeds(config, specs, phase: int) -> list[int]:
 def checkpoint_key(config, group: Group) -> str:
   """Names a group's checkpoints by everything that determines its models: the study's
   fingerprint and the run keys of its rows. A changed study never finds them."""
-  keys = sorted(r.run_key(config) for c in group.cases for r in model_specs(config, c)[1])
+  keys = sorted(r.run_key(config) for r in group_specs(config, group)[1])
   text = json.dumps([fingerprint(config), keys], sort_keys=True, default=str)
   return hashlib.sha1(text.encode()).hexdigest()[:16]
 
@@ -167,13 +167,13 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
     curve_mask = np.stack([cases[s.case].curve_mask for s in specs])
     curve_labels = train_labels[curve_idx[:size]]
     curve_idx = engine.place(curve_idx.astype(np.int32), mesh)
-  # step -> per-model values; kept beside the checkpoint so a resumed phase has them all.
+  # step -> per-model values, kept beside the checkpoint: a phase resumed from step S has
+  # the points before S (the row must not depend on whether its group was killed), and
+  # points after S are recomputed, identically.
   points = {}
-  curve_file = None
-  if checkpoint_dir is not None:
-    curve_file = pathlib.Path(checkpoint_dir) / "curve.json"
-    if curve_file.exists():
-      points = {int(k): v for k, v in json.loads(curve_file.read_text()).items()}
+  curve_file = checkpoint_dir and pathlib.Path(f"{checkpoint_dir}.curve.json")
+  if curve_file and curve_file.exists():
+    points = {int(k): v for k, v in json.loads(curve_file.read_text()).items()}
   last = [0]
 
   def on_chunk(step_done, m, state):
@@ -198,7 +198,7 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
         point["train_acc"] = [balanced_accuracy(train_logits[i], curve_labels[i],
                                                 curve_mask[i]) for i in range(size)]
     points[step_done] = point
-    if curve_file is not None:
+    if curve_file and jax.process_index() == 0:
       curve_file.parent.mkdir(parents=True, exist_ok=True)
       tmp = curve_file.with_suffix(".tmp")
       tmp.write_text(json.dumps(points))
@@ -318,12 +318,9 @@ def train_group(config, group: Group, data: StudyData, trainer: engine.Trainer,
   t0 = time.time()
   mesh = engine.model_mesh() if len(jax.devices()) > 1 else None
   cases = case_data(config, group.cases, data)
-  export_subsets(workdir, group, cases)
-  specs, row_specs = [], []
-  for case in group.cases:
-    s, r = model_specs(config, case)
-    specs += s
-    row_specs += r
+  if jax.process_index() == 0:  # one writer: the processes may share the workdir
+    export_subsets(workdir, group, cases)
+  specs, row_specs = group_specs(config, group)
   phase1 = [s for s in specs if not s.method.is_phase2]
   phase2 = [s for s in specs if s.method.is_phase2]
   ckpt = None
