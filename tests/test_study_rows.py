@@ -25,6 +25,13 @@ TEST_CONFIG = ROOT / "experiments" / "configs" / "test.py"
 _PROVENANCE = ("group_id", "wall_time_s", "created_at")
 
 
+def _numbers(column, value):
+  """A stored value without its timing (the provenance keys of `extra`)."""
+  if column != "extra":
+    return value
+  return {k: v for k, v in value.items() if k not in store_lib.PROVENANCE_EXTRA_KEYS}
+
+
 def _config(**overrides):
   c = test_config.get_config()
   for k, v in overrides.items():
@@ -34,7 +41,7 @@ def _config(**overrides):
 
 def _rows(workdir):
   with store_lib.ResultsStore(workdir) as s:
-    return {r["run_key"]: {k: v for k, v in r.items() if k not in _PROVENANCE}
+    return {r["run_key"]: {k: _numbers(k, v) for k, v in r.items() if k not in _PROVENANCE}
             for r in s.rows()}
 
 
