@@ -416,7 +416,7 @@ def main(argv=None, t_start: float | None = None) -> dict:
       cores = os.cpu_count() or 1
       n_dev = (int(a.cpu_devices) if a.cpu_devices != "auto"
                else cores if largest_population(config) >= cores else 1)
-      if n_dev != 1 and jax.default_backend() == "cpu":
+      if n_dev != 1:  # before JAX starts; changes nothing off CPU
         engine.use_cpu_devices(n_dev)
     data = None
     if a.synthetic:

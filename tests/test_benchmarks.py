@@ -198,7 +198,7 @@ def test_torch_mirrors_have_the_flax_parameter_counts():
 def test_quick_run_of_another_model_reports_each_lowering(capsys):
   from benchmarks import population_throughput as pt
   result = pt.main(["--quick", "--model", "allcnn", "--impls", "im2col,xla",
-                    "--populations", "1,2", "--steps", "1", "--repeats", "1",
+                    "--populations", "1", "--steps", "1", "--repeats", "1",
                     "--reference", "jax", "--batch", "4", "--train-size", "64"])
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(
       json.dumps(result))
@@ -207,3 +207,24 @@ def test_quick_run_of_another_model_reports_each_lowering(capsys):
   assert result["best_impl"] == best
   assert result["images_per_s"] == result["per_impl"][best]["images_per_s"]
   assert result["batch"] == 4 and result["input_shape"] == [32, 32, 3]
+
+
+def test_paper_forecast_from_measured_lines(tmp_path):
+  from benchmarks import paper_forecast as pf
+  study = {"iterations": 10_000, "batch_size": 64, "models": 2048, "wall_s": 500.0,
+           "phases": {"startup": 8.0, "data": 2.0, "training": 400.0},
+           "training_images": 2048 * 640_000, "training_images_per_s": 2048 * 1600.0,
+           "step_images_per_s": 4.0e6}
+  allcnn = {"images_per_s": 60_000.0, "P": 32, "best_impl": "im2col", "batch": 256}
+  (tmp_path / "study.log").write_text("# noise\n" + json.dumps(study) + "\n")
+  (tmp_path / "allcnn.log").write_text(json.dumps(allcnn) + "\n# trailing comment\n")
+  out = pf.main(["--study", str(tmp_path / "study.log"),
+                 "--allcnn", str(tmp_path / "allcnn.log")])
+  assert out["mnist_groups"] == 11  # ceil(22,500 / 2,048)
+  assert out["mnist_hours"] == pytest.approx((10 + 11 * 490) / 3600)
+  assert out["mnist_step_only_hours"] == pytest.approx(22_500 * 640_000 / 4.0e6 / 3600)
+  assert out["end_to_end_overhead"] == pytest.approx(500 / 400)
+  cifar = 480 * 70_000 * 256 / 60_000 / 3600
+  assert out["cifar10_training_only_hours"] == pytest.approx(cifar)
+  assert out["cifar10_hours"] == pytest.approx(cifar * 1.25)
+  assert "mnist_note" not in out and "cifar10_note" not in out
