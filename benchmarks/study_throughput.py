@@ -89,6 +89,11 @@ def process_start_time() -> float | None:
     return None
 
 
+def _sig(x: float, digits: int = 5) -> float:
+  """`x` to `digits` significant digits (ratios of very different sizes stay exact)."""
+  return float(f"{x:.{digits}g}")
+
+
 def _merge(intervals):
   out = []
   for s, e in sorted(intervals):
@@ -135,6 +140,20 @@ class PhaseClock:
   def on_span(self, event: str, start: float, end: float, **kwargs) -> None:
     if event in COMPILE_EVENTS:
       self.spans.append((start, end, event, str(kwargs.get("fun_name", "?"))))
+
+  def on_duration(self, event: str, duration: float, **kwargs) -> None:
+    """For a JAX without time-span events: the span ends now."""
+    end = time.time()
+    self.on_span(event, end - duration, end, **kwargs)
+
+  def listen(self):
+    """Registers with `jax.monitoring`; returns the function that unregisters."""
+    mon = jax.monitoring
+    if hasattr(mon, "register_event_time_span_listener"):
+      mon.register_event_time_span_listener(self.on_span)
+      return lambda: mon.unregister_event_time_span_listener(self.on_span)
+    mon.register_event_duration_secs_listener(self.on_duration)
+    return lambda: mon.unregister_event_duration_listener(self.on_duration)
 
   def totals(self, t_end: float) -> tuple[dict, dict, dict]:
     """(phases, compile seconds by phase, compiles by function) up to `t_end`."""
@@ -202,8 +221,10 @@ class Instrumented:
     w(engine, "init_population", "init", block=True)
     w(loop_lib, "train_chunk", self._train_phase, block=True)
     w(loop_lib, "train_chunk_streamed", self._train_phase, block=True)
-    split_phase = lambda self_, trainer, state, split, size: (
-        "curves" if split == "curve" else "evaluation")
+    def split_phase(*args, **kwargs):  # logits(self, trainer, state, split, size)
+      split = kwargs.get("split", args[3] if len(args) > 3 else None)
+      return "curves" if split == "curve" else "evaluation"
+
     w(inputs_lib.DeviceInputs, "logits", split_phase)
     w(inputs_lib.StreamInputs, "logits", split_phase)
     w(group_lib, "rows", "scoring")
@@ -409,7 +430,7 @@ def main(argv=None, t_start: float | None = None) -> dict:
     if a.cpu_devices == "auto":
       a.cpu_devices = "1"
   clock = PhaseClock(t_main)
-  jax.monitoring.register_event_time_span_listener(clock.on_span)
+  unlisten = clock.listen()
   try:
     with clock.phase("config"):
       config = load_config(a.config, a.set, a)
@@ -435,7 +456,7 @@ def main(argv=None, t_start: float | None = None) -> dict:
         figures.make_all(workdir)
     t_end = time.time()
   finally:
-    jax.monitoring.unregister_event_time_span_listener(clock.on_span)
+    unlisten()
 
   phases, compile_by_phase, funcs = clock.totals(t_end)
   wall = t_end - t_main
@@ -461,8 +482,8 @@ def main(argv=None, t_start: float | None = None) -> dict:
       "compiled_functions": {k: [n, round(s, 3)] for k, (n, s) in
                              sorted(funcs.items(), key=lambda kv: -kv[1][1])},
       "trace_count": dict(loop_lib.TRACE_COUNT),
-      "training_images": images, "end_to_end_images_per_s": round(e2e, 1),
-      "training_images_per_s": None if train_ips is None else round(train_ips, 1),
+      "training_images": images, "end_to_end_images_per_s": _sig(e2e, 6),
+      "training_images_per_s": None if train_ips is None else _sig(train_ips, 6),
   }
   out["phase_sum_s"] = round(sum(out["phases"].values()), 4)
   # Outside the wall: the step alone, and the PyTorch loop.
@@ -474,13 +495,13 @@ def main(argv=None, t_start: float | None = None) -> dict:
     steps = min(config.chunk_steps, config.iterations)
     out.update(step_benchmark(inst.captured["trainer"], study_data, p, steps,
                               a.step_repeats, mesh))
-    out["ratio_end_to_end_vs_step"] = round(e2e / out["step_images_per_s"], 4)
+    out["ratio_end_to_end_vs_step"] = _sig(e2e / out["step_images_per_s"])
     if train_ips is not None:
-      out["ratio_training_vs_step"] = round(train_ips / out["step_images_per_s"], 4)
+      out["ratio_training_vs_step"] = _sig(train_ips / out["step_images_per_s"])
   if a.torch_samples > 0:
     out.update(torch_reference(config, study_data, a.torch_samples, a.torch_steps))
     if "torch_study_s" in out:
-      out["ratio_vs_torch"] = round(out["torch_study_s"] / out["wall_s"], 4)
+      out["ratio_vs_torch"] = _sig(out["torch_study_s"] / out["wall_s"])
   if a.workdir is None:
     shutil.rmtree(workdir, ignore_errors=True)
   print(f"# {out['models']} models x {out['iterations']} iterations x batch "
