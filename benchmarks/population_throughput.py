@@ -186,8 +186,8 @@ class PopulationRun:
 
 
 def torch_reference(data: engine.TrainData, steps: int, *, model: str = "lenet5",
-                    batch: int = BATCH, num_classes: int = NUM_CLASSES
-                    ) -> Callable[[], float] | None:
+                    batch: int = BATCH, num_classes: int = NUM_CLASSES,
+                    threads: int | None = None) -> Callable[[], float] | None:
   """A PyTorch one-model SGD loop of `model` (None if torch is not installed).
 
   The network is `torch_models.make(model, ...)`, the same layers as imbjax's.
@@ -200,7 +200,7 @@ def torch_reference(data: engine.TrainData, steps: int, *, model: str = "lenet5"
   except ImportError:
     return None
   torch.manual_seed(0)  # torch's own generator, used only by the reference
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(threads or os.cpu_count() or 1)
   net = torch_models.make(model, num_classes, tuple(data.images.shape[1:]))
   net.train()
   opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9, weight_decay=5e-4)
@@ -272,13 +272,14 @@ def main(argv=None) -> dict:
   ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
   ap.add_argument("--model", default="lenet5", choices=sorted(MODELS),
                   help="the network (PyTorch reference: torch_models.py's mirror)")
-  ap.add_argument("--populations", default="1,8,32,128",
-                  help="comma-separated population sizes P")
-  ap.add_argument("--steps", type=int, default=50, help="steps per timed chunk")
-  ap.add_argument("--repeats", type=int, default=3,
-                  help="timed rounds (reference, then each P, per round)")
-  ap.add_argument("--warmup", type=int, default=1,
-                  help="untimed rounds before the timed ones")
+  ap.add_argument("--populations", default=None,
+                  help="comma-separated population sizes P (default 1,8,32,128)")
+  ap.add_argument("--steps", type=int, default=None,
+                  help="steps per timed chunk (default 50)")
+  ap.add_argument("--repeats", type=int, default=None,
+                  help="timed rounds (reference, then each P, per round; default 3)")
+  ap.add_argument("--warmup", type=int, default=None,
+                  help="untimed rounds before the timed ones (default 1)")
   ap.add_argument("--conv-impl", default="auto",
                   help="'auto', 'xla', 'im2col', 'banded' or 'winograd'")
   ap.add_argument("--impls", default=None,
@@ -293,6 +294,9 @@ def main(argv=None) -> dict:
                   help="classes (default: the model's dataset: 10, or 1000 for ResNet-10)")
   ap.add_argument("--reference", default="auto", choices=("auto", "torch", "jax"),
                   help="torch if importable (auto), or the sequential JAX loop")
+  ap.add_argument("--torch-threads", type=int, default=None,
+                  help="PyTorch's intra-op threads (default: one per core; on a loaded "
+                  "machine 2 threads ran ResNet-10 14x slower than 1)")
   ap.add_argument("--train-size", type=int, default=None,
                   help="examples on the device (default: 10,000 for LeNet-5, else 2,048)")
   ap.add_argument("--memory-gib", type=float, default=None,
@@ -307,7 +311,8 @@ def main(argv=None) -> dict:
                   help="models per device per step (Trainer.model_block); default: per "
                   "backend (1 on CPU, all elsewhere)")
   ap.add_argument("--quick", action="store_true",
-                  help="P in 1,4, 3 steps, 2 rounds, small data and batches (a smoke test)")
+                  help="P in 1,4, 3 steps, 2 rounds, small data and batches, where not "
+                  "given (a smoke test)")
   a = ap.parse_args(argv)
   spec = MODELS[a.model]
   batch = a.batch or spec["batch"]
@@ -317,8 +322,11 @@ def main(argv=None) -> dict:
     side = a.image_size or (32 if a.quick else input_shape[0])
     input_shape = (side, side, input_shape[2])
   train_size = a.train_size or spec["train_size"]
+  defaults = (("1,4", 3, 2, 0) if a.quick else ("1,8,32,128", 50, 3, 1))
+  for name, default in zip(("populations", "steps", "repeats", "warmup"), defaults):
+    if getattr(a, name) is None:
+      setattr(a, name, default)
   if a.quick:
-    a.populations, a.steps, a.repeats, a.warmup = "1,4", 3, 2, 0
     train_size = a.train_size or 512
     if a.model != "lenet5":
       batch = a.batch or 8
@@ -364,7 +372,7 @@ def main(argv=None) -> dict:
 
   if ref_kind == "torch":
     reference = torch_reference(data, a.steps * 2, model=a.model, batch=batch,
-                                num_classes=num_classes)
+                                num_classes=num_classes, threads=a.torch_threads)
   else:
     reference = jax_loop_reference(trainers[impls[0]], data, a.steps)
 

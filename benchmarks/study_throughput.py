@@ -298,7 +298,8 @@ def _output_params(net, model: str):
   return list(net.fc.parameters())
 
 
-def torch_reference(config, data, samples: int, max_steps: int) -> dict:
+def torch_reference(config, data, samples: int, max_steps: int,
+                    threads: int | None = None) -> dict:
   """A PyTorch one-model loop over a sample of the study's models, extrapolated.
 
   Each sampled model: `torch_models.make`'s network, SGD with momentum and weight decay
@@ -315,7 +316,7 @@ def torch_reference(config, data, samples: int, max_steps: int) -> dict:
   except ImportError as e:
     return {"torch_error": f"{type(e).__name__}: {e}"}
   import_s = time.time() - t0
-  torch.set_num_threads(os.cpu_count() or 1)
+  torch.set_num_threads(threads or os.cpu_count() or 1)
   if config.model not in ("lenet5", "allcnn", "resnet10"):
     return {"torch_error": f"no PyTorch mirror of {config.model!r}"}
   specs = [s for c in cases(config) for s in model_specs(config, c)[0]]
@@ -414,6 +415,8 @@ def main(argv=None, t_start: float | None = None) -> dict:
                   help="models per phase timed in the PyTorch loop (0: skip it)")
   ap.add_argument("--torch-steps", type=int, default=300,
                   help="at most this many steps per sampled PyTorch model (scaled up)")
+  ap.add_argument("--torch-threads", type=int, default=None,
+                  help="PyTorch's intra-op threads (default: one per core)")
   ap.add_argument("--quiet", action="store_true", help="no driver progress lines")
   ap.add_argument("--quick", action="store_true",
                   help="one case and model, 6 iterations in chunks of 3, one step round, "
@@ -499,7 +502,8 @@ def main(argv=None, t_start: float | None = None) -> dict:
     if train_ips is not None:
       out["ratio_training_vs_step"] = _sig(train_ips / out["step_images_per_s"])
   if a.torch_samples > 0:
-    out.update(torch_reference(config, study_data, a.torch_samples, a.torch_steps))
+    out.update(torch_reference(config, study_data, a.torch_samples, a.torch_steps,
+                               a.torch_threads))
     if "torch_study_s" in out:
       out["ratio_vs_torch"] = _sig(out["torch_study_s"] / out["wall_s"])
   if a.workdir is None:
