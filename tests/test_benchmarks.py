@@ -1,5 +1,6 @@
 """benchmarks/population_throughput.py runs end to end in quick mode (never asserts speed)."""
 
+import importlib.util
 import json
 import pathlib
 
@@ -121,3 +122,128 @@ def test_gpu_device_check_records_a_failing_configuration_and_goes_on(tmp_path):
   assert "error" not in good and good["images_per_s"] > 0 and out["best"] == good
   rows = [line for line in md.read_text().splitlines() if line.startswith("| nope |")]
   assert len(rows) == 1 and "failed: ValueError" in rows[0]
+
+
+def test_phase_clock_takes_compile_spans_out_of_their_phase():
+  from benchmarks import study_throughput as st
+  clock = st.PhaseClock(100.0)
+  clock.segments = [(100.0, 104.0, "other"), (104.0, 110.0, "training")]
+  clock.mark = 110.0
+  clock.spans = [(105.0, 107.0, st.COMPILE_EVENTS[0], "f"),   # trace, nested in ...
+                 (105.5, 106.0, st.COMPILE_EVENTS[0], "g"),   # ... counted once
+                 (107.0, 108.0, st.BACKEND_COMPILE, "f"), (103.0, 104.5, st.BACKEND_COMPILE, "h")]
+  phases, by_phase, funcs = clock.totals(110.0)
+  assert phases == pytest.approx({"other": 3.0, "training": 2.5, "compile": 4.5})
+  assert by_phase == pytest.approx({"other": 1.0, "training": 3.5})
+  assert funcs == {"f": [1, 1.0], "h": [1, 1.5]}
+  assert sum(phases.values()) == pytest.approx(10.0)
+
+
+def test_study_quick_run_splits_the_wall_time(capsys):
+  from benchmarks import study_throughput as st
+  result = st.main(["--quick", "--quiet"])
+  last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert last == json.loads(json.dumps(result))
+  for key in ("wall_s", "phases", "compiles", "compiled_functions", "training_images",
+              "end_to_end_images_per_s", "training_images_per_s", "step_images_per_s",
+              "ratio_end_to_end_vs_step", "ratio_training_vs_step", "rows", "models"):
+    assert key in last and last[key] is not None, key
+  phases = last["phases"]
+  for name in ("config", "data", "training", "compile", "evaluation", "curves", "scoring",
+               "store", "figures", "other"):
+    assert name in phases and phases[name] >= 0, name
+  assert phases["training"] > 0 and phases["compile"] > 0 and phases["data"] > 0
+  assert sum(phases.values()) <= last["wall_s"] + 1e-3
+  assert last["compiles"] >= 2 and last["trace_count"]["train_chunk"] >= 1
+  assert any("train_chunk" in name for name in last["compiled_functions"])
+  # The ratios come from the measured numbers.
+  assert last["models"] == 1 and last["rows"] == 2 and last["iterations"] == 6
+  assert last["training_images"] == 1 * 6 * last["batch_size"]
+  assert last["end_to_end_images_per_s"] == pytest.approx(
+      last["training_images"] / last["wall_s"], rel=1e-3, abs=1e-3)
+  assert last["step_images_per_s"] == max(last["step_rounds"])
+  assert last["ratio_end_to_end_vs_step"] == pytest.approx(
+      last["end_to_end_images_per_s"] / last["step_images_per_s"], rel=1e-2)
+  if "torch_study_s" in last:  # the bench extra is installed
+    assert last["ratio_vs_torch"] == pytest.approx(last["torch_study_s"] / last["wall_s"],
+                                                   rel=1e-2)
+    per = last["torch_per_phase"]["1"]
+    assert per["models"] == 1 and per["sampled"] == 1 and per["mean_model_s"] > 0
+    assert last["torch_study_s"] == pytest.approx(
+        last["torch_import_s"] + per["mean_model_s"], abs=2e-3)
+
+
+def test_torch_mirrors_have_the_flax_parameter_counts():
+  pytest.importorskip("torch")
+  import jax
+  import jax.numpy as jnp
+  from benchmarks import population_throughput as pt
+  from benchmarks import torch_models
+  from imbjax import models
+  for name, classes, shape in (("lenet5", 10, (28, 28, 1)), ("allcnn", 10, (32, 32, 3)),
+                               ("resnet10", 1000, (64, 64, 3))):
+    net = models.get(name, num_classes=classes, conv_impl="xla")
+    variables = jax.eval_shape(lambda: net.init(  # pylint: disable=cell-var-from-loop
+        {"params": jax.random.key(0), "dropout": jax.random.key(1)},
+        jnp.zeros((1, *shape))))
+    count = lambda tree: sum(int(np.prod(x.shape)) for x in jax.tree.leaves(tree))
+    flax_counts = (count(variables["params"]), count(variables.get("batch_stats", {})))
+    assert torch_models.count_params(torch_models.make(name, classes, shape)) == flax_counts
+  assert flax_counts == (5_418_792, 5_760)  # resnet.py's docstring
+  # The MAC count by hooks reproduces LeNet-5's by hand.
+  assert pt.flop_per_image("lenet5", (28, 28, 1), 10) == pt.FLOP_PER_IMAGE
+  net = torch_models.make("lenet5", 10, (28, 28, 1))
+  assert 6 * torch_models.forward_macs(net, (28, 28, 1)) == pt.FLOP_PER_IMAGE
+
+
+def test_quick_run_reports_each_lowering_and_picks_the_best(capsys):
+  from benchmarks import population_throughput as pt
+  result = pt.main(["--quick", "--impls", "im2col,banded", "--populations", "1,2",
+                    "--steps", "1", "--repeats", "1", "--reference", "jax"])
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(
+      json.dumps(result))
+  assert set(result["per_impl"]) == {"im2col", "banded"} and result["model"] == "lenet5"
+  best = max(("im2col", "banded"), key=lambda i: result["per_impl"][i]["images_per_s"])
+  assert result["best_impl"] == result["conv_impl"] == best
+  assert result["images_per_s"] == result["per_impl"][best]["images_per_s"]
+  for impl in ("im2col", "banded"):
+    per = result["per_impl"][impl]
+    assert set(per["per_p"]) == {"1", "2"} and per["P"] == 2
+    assert per["ratio"] == pytest.approx(per["rounds"]["2"][0]
+                                         / result["rounds"]["reference"][0], rel=1e-2)
+
+
+def test_quick_run_of_all_cnn(capsys):
+  from benchmarks import population_throughput as pt
+  result = pt.main(["--quick", "--model", "allcnn", "--impls", "im2col",
+                    "--populations", "1", "--steps", "1", "--repeats", "1",
+                    "--reference", "jax", "--batch", "4", "--train-size", "64"])
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == json.loads(
+      json.dumps(result))
+  assert result["model"] == "allcnn" and result["best_impl"] == "im2col"
+  assert result["batch"] == 4 and result["input_shape"] == [32, 32, 3]
+  assert result["images_per_s"] > 0 and result["per_p"] == {"1": result["images_per_s"]}
+  if importlib.util.find_spec("torch") is not None:
+    # 3 x 2 x forward MACs of Table 3's All-CNN-C on 32x32x3 (torch_models' hooks).
+    assert result["flop_per_image"] == 6 * 270_798_336
+
+
+def test_paper_forecast_from_measured_lines(tmp_path):
+  from benchmarks import paper_forecast as pf
+  study = {"iterations": 10_000, "batch_size": 64, "models": 2048, "wall_s": 500.0,
+           "phases": {"startup": 8.0, "data": 2.0, "training": 400.0},
+           "training_images": 2048 * 640_000, "training_images_per_s": 2048 * 1600.0,
+           "step_images_per_s": 4.0e6}
+  allcnn = {"images_per_s": 60_000.0, "P": 32, "best_impl": "im2col", "batch": 256}
+  (tmp_path / "study.log").write_text("# noise\n" + json.dumps(study) + "\n")
+  (tmp_path / "allcnn.log").write_text(json.dumps(allcnn) + "\n# trailing comment\n")
+  out = pf.main(["--study", str(tmp_path / "study.log"),
+                 "--allcnn", str(tmp_path / "allcnn.log")])
+  assert out["mnist_groups"] == 11  # ceil(22,500 / 2,048)
+  assert out["mnist_hours"] == pytest.approx((10 + 11 * 490) / 3600)
+  assert out["mnist_step_only_hours"] == pytest.approx(22_500 * 640_000 / 4.0e6 / 3600)
+  assert out["end_to_end_overhead"] == pytest.approx(500 / 400)
+  cifar = 480 * 70_000 * 256 / 60_000 / 3600
+  assert out["cifar10_training_only_hours"] == pytest.approx(cifar)
+  assert out["cifar10_hours"] == pytest.approx(cifar * 1.25)
+  assert "mnist_note" not in out and "cifar10_note" not in out
