@@ -219,7 +219,8 @@ def test_regrouped_rerun_trains_only_the_missing_models_of_a_partly_stored_group
 
 def test_stale_checkpoint_of_another_base_lr_is_not_restored(tmp_path, monkeypatch):
   base = dict(methods=("baseline",), repetitions=1, population_size=1,
-              checkpoint_every=10)  # 20 iterations in chunks of 10: a save at step 10
+              checkpoint_every=10, curve_points=2)  # 20 iterations, log (and chunk)
+  #                                            every 10 steps: a save at step 10
   real_chunk = engine.loop.train_chunk
   calls = {"n": 0}
 
