@@ -1,6 +1,6 @@
 """Your own data in a study: in-memory arrays with a natural imbalance, figures out.
 
-    python examples/own_data.py                         # ~1 min on 2 CPUs
+    python examples/own_data.py                         # ~20 s on 2 CPUs
 
 Four classes of 500 / 200 / 50 / 20 training images (here drawn from scikit-learn's
 digits 0-3 to stay offline; put your own arrays in their place) go into the study

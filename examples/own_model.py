@@ -1,6 +1,6 @@
 """Your own Flax model in a study: a population of methods, two-phase included, a store.
 
-    python examples/own_model.py                        # digits (offline), ~1 min, 2 CPUs
+    python examples/own_model.py                        # digits (offline), ~100 s, 2 CPUs
     python examples/own_model.py --data_dir=../shared/data/mnist --iterations=2000
 
 A small CNN that is not in the library, with a Dense head the user names ('head'),
@@ -34,7 +34,7 @@ class SmallCNN(nn.Module):
     return nn.Dense(self.num_classes, name="head")(x)
 
 
-def get_config(data_dir: str = "", iterations: int = 300):
+def get_config(data_dir: str = "", iterations: int = 200):
   c = default.get_config()
   c.dataset, c.data_dir = ("idx", data_dir) if data_dir else ("digits", "")
   c.max_count = 0                       # the smallest class caps every class
@@ -51,7 +51,7 @@ def get_config(data_dir: str = "", iterations: int = 300):
 def main(argv=None, *, log=print):
   parser = argparse.ArgumentParser()
   parser.add_argument("--data_dir", default="", help="MNIST IDX files (default: digits)")
-  parser.add_argument("--iterations", type=int, default=300)
+  parser.add_argument("--iterations", type=int, default=200)
   parser.add_argument("--workdir", default="runs/own_model")
   args = parser.parse_args(argv)
   config = get_config(args.data_dir, args.iterations)
