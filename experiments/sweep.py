@@ -52,6 +52,7 @@ from imbjax import figures
 from imbjax import metrics_log
 from imbjax import report
 from imbjax import store as store_lib
+from imbjax import workdir_lock
 from imbjax import study
 
 _QUICKSTART = os.path.join(os.path.dirname(__file__), "configs", "quickstart.py")
@@ -191,11 +192,11 @@ def main(argv):
       "runs", os.path.splitext(os.path.basename(flags.FLAGS["config"].config_filename))[0])
   lock = None
   if not _PROCESS_ID.value:  # process 0 (or the only one) writes the store
-    lock = store_lib.WorkdirLock(workdir, wait=_WAIT.value,
+    lock = workdir_lock.WorkdirLock(workdir, wait=_WAIT.value,
                                  on_wait=lambda m: print(m, file=sys.stderr, flush=True))
     try:
       lock.acquire()
-    except store_lib.WorkdirBusy as e:
+    except workdir_lock.WorkdirBusy as e:
       sys.exit(f"sweep: {e}")
   try:
     _import_tensorflow_quietly()

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 
 from imbjax import store as store_lib
+from imbjax import workdir_lock
 from imbjax.store import ResultsStore
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -433,7 +434,7 @@ def test_sigkill_inside_transaction_loses_only_that_group(tmp_path):
 
 _HOLDER = textwrap.dedent("""
     import sys, time
-    from imbjax.store import WorkdirLock
+    from imbjax.workdir_lock import WorkdirLock
     lock = WorkdirLock(sys.argv[1]).acquire()
     print("locked", flush=True)
     time.sleep(60)
@@ -447,13 +448,13 @@ def test_second_process_is_told_who_holds_the_workdir_then_may_wait(tmp_path):
                             stdout=subprocess.PIPE, text=True)
   try:
     assert holder.stdout.readline().strip() == "locked"
-    with pytest.raises(store_lib.WorkdirBusy,
+    with pytest.raises(workdir_lock.WorkdirBusy,
                        match=rf"in use by pid {holder.pid} on {socket.gethostname()}, "
                              r"started 20\d\d-.*--wait") as info:
-      store_lib.WorkdirLock(tmp_path).acquire()
+      workdir_lock.WorkdirLock(tmp_path).acquire()
     assert info.value.holder["pid"] == holder.pid
     messages = []
-    waiting = store_lib.WorkdirLock(tmp_path, wait=True, poll_s=0.05,
+    waiting = workdir_lock.WorkdirLock(tmp_path, wait=True, poll_s=0.05,
                                     on_wait=messages.append)
     killer = subprocess.Popen([sys.executable, "-c",
                                f"import os, time; time.sleep(1); os.kill({holder.pid}, 9)"])
@@ -471,17 +472,17 @@ def test_lock_held_for_a_dead_pid_on_this_host_is_taken_over(tmp_path):
   import socket
   dead = subprocess.Popen([sys.executable, "-c", "pass"])
   dead.wait()
-  path = tmp_path / store_lib.LOCK_NAME
+  path = tmp_path / workdir_lock.LOCK_NAME
   # A descriptor that outlived its process (a forked child kept it): flock still held.
   fd = os.open(path, os.O_RDWR | os.O_CREAT)
   fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
   os.write(fd, json.dumps({"pid": dead.pid, "host": socket.gethostname(),
                            "started": "then"}).encode())
   try:
-    with store_lib.WorkdirLock(tmp_path) as lock:
+    with workdir_lock.WorkdirLock(tmp_path) as lock:
       assert lock.holder()["pid"] == os.getpid()
-      with pytest.raises(store_lib.WorkdirBusy):  # and it is really held now
-        store_lib.WorkdirLock(tmp_path).acquire()
+      with pytest.raises(workdir_lock.WorkdirBusy):  # and it is really held now
+        workdir_lock.WorkdirLock(tmp_path).acquire()
   finally:
     os.close(fd)
 

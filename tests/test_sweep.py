@@ -9,6 +9,7 @@ import sys
 import time
 
 from imbjax import store as store_lib
+from imbjax import workdir_lock
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "experiments" / "configs" / "test.py"
@@ -58,7 +59,7 @@ def test_sigint_after_the_first_group_stops_in_seconds_and_the_rerun_resumes(tmp
 
 
 def test_second_sweep_on_a_held_workdir_names_the_holder_and_exits(tmp_path):
-  with store_lib.WorkdirLock(tmp_path):
+  with workdir_lock.WorkdirLock(tmp_path):
     proc = _sweep(tmp_path)
     out, err = proc.communicate(timeout=120)
   assert proc.returncode == 1
@@ -67,7 +68,7 @@ def test_second_sweep_on_a_held_workdir_names_the_holder_and_exits(tmp_path):
 
 
 def test_second_sweep_with_wait_starts_when_the_first_releases(tmp_path):
-  lock = store_lib.WorkdirLock(tmp_path).acquire()
+  lock = workdir_lock.WorkdirLock(tmp_path).acquire()
   proc = _sweep(tmp_path, "--wait", "--config.repetitions=1")
   try:
     time.sleep(10)  # the sweep starts up and waits on the lock
