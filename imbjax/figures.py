@@ -792,13 +792,15 @@ FIGURES: dict[str, Callable[[Sequence[Row], str | os.PathLike], list[pathlib.Pat
 }
 
 
-def make_all(workdir: str | os.PathLike) -> list[pathlib.Path]:
+def make_all(workdir: str | os.PathLike, rows: Sequence[Row] | None = None
+             ) -> list[pathlib.Path]:
   """Reads ``workdir``'s store and writes ``figures/*.png`` and ``figures/tables.md``.
 
   Figures without data are skipped; ``tables.md`` is always written.
 
   Args:
     workdir: a study workdir holding ``results.sqlite``.
+    rows: its rows when the caller has read them already (None: read the store).
 
   Returns:
     The paths written, figures first, ``tables.md`` last.
@@ -809,10 +811,8 @@ def make_all(workdir: str | os.PathLike) -> list[pathlib.Path]:
   from imbjax import store as store_lib  # figures stay importable without the store
 
   workdir = pathlib.Path(workdir)
-  if not (workdir / store_lib.DB_NAME).exists():
-    raise ValueError(f"workdir {str(workdir)!r} holds no {store_lib.DB_NAME}")
-  with store_lib.ResultsStore(workdir) as st:
-    rows = st.rows()
+  if rows is None:
+    rows = store_lib.read_rows(workdir)
   out_dir = workdir / "figures"
   paths = []
   for fn in FIGURES.values():

@@ -418,11 +418,8 @@ def write_report(workdir: str | os.PathLike, *, seed: int = 0,
   from imbjax import store as store_lib
 
   workdir = pathlib.Path(workdir)
-  if not (workdir / store_lib.DB_NAME).exists():
-    raise ValueError(f"workdir {str(workdir)!r} holds no {store_lib.DB_NAME}")
-  with store_lib.ResultsStore(workdir) as st:
-    rows = st.rows()
-  paths = figures.make_all(workdir)
+  rows = store_lib.read_rows(workdir)
+  paths = figures.make_all(workdir, rows)
   result = analyse(rows, seed=seed, n_boot=n_boot)
   images: dict[str, pathlib.Path] = {}
   for metric, r in result["rank_summaries"].items():

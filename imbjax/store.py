@@ -676,6 +676,19 @@ def _diff(a: Mapping[str, Any], b: Mapping[str, Any], a_name: str, b_name: str) 
                    for k in sorted(set(a) | set(b)) if a.get(k, absent) != b.get(k, absent))
 
 
+def read_rows(workdir: str | os.PathLike) -> list[dict[str, Any]]:
+  """Every row of ``workdir``'s store (what figures and reports read).
+
+  Raises:
+    ValueError: if ``workdir`` holds no results store.
+  """
+  workdir = pathlib.Path(workdir)
+  if not (workdir / DB_NAME).exists():
+    raise ValueError(f"workdir {str(workdir)!r} holds no {DB_NAME}")
+  with ResultsStore(workdir) as st:
+    return st.rows()
+
+
 class _CsvLines:
   """A write()-able list of strings for csv.writer."""
 

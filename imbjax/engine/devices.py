@@ -19,12 +19,9 @@ COMPUTE_DTYPES = ("auto", "float32", "bfloat16")
 def resolve_compute_dtype(compute_dtype: str) -> str:
   """'auto' -> "float32" on CPU, "bfloat16" elsewhere; a concrete name is returned as is.
 
-  Why bfloat16 off CPU: on an H200 it trained LeNet-5 populations 1.65x faster under the
-  banded lowering (4.06M vs 2.45M images/s at P=2048, benchmarks/README.md), and on real
-  MNIST it left the results within seed noise: 12 LeNet-5s (step imbalance rho 1, 100,
-  1000 x 4 seeds, 1,500 iterations), paired bfloat16 - float32 test AUC differences of at
-  most 0.00076 against a seed standard deviation of 0.011 at rho=1000 (docs/reproduction.md).
-  On CPU bfloat16 is emulated and ~2x slower, so float32 stays.
+  Why bfloat16 off CPU: it trained LeNet-5 populations faster on an H200 (measured:
+  benchmarks/README.md, "GPU (H200)", session 4) and left real-MNIST results within seed
+  noise (docs/reproduction.md). On CPU bfloat16 is emulated and slower, so float32 stays.
 
   Raises:
     ValueError: for a name not in `COMPUTE_DTYPES`.
@@ -67,10 +64,8 @@ def use_cpu_devices(n: int) -> int:
   Why: on XLA:CPU a small CNN's step is a chain of small ops, and splitting each op over
   threads buys little; `n` devices, each training its share of the (sharded) population
   on one thread as its own program (`train_chunk` uses `jax.shard_map`), is the
-  in-process form of "one process per core". Measured on 2 Intel Xeon cores with
-  LeNet-5 (benchmarks/README.md, 2026-11-29), two devices vs one two-threaded device:
-  10,448 vs 6,876 images/s for 32 models, 9,522 vs 7,239 for 8; one model 5,005 vs
-  7,766. With one model per block (the CPU default) a model's parameters come out the
+  in-process form of "one process per core" (measured: benchmarks/README.md, "Session
+  5"; faster for populations, slower for one model). With one model per block (the CPU default) a model's parameters come out the
   same, bit for bit, whatever the number of such devices (one multi-threaded device
   sums some products in another order, ~1e-6 relative). Populations smaller than `n` are
   padded with duplicates. It must run before the first JAX computation, and it sets

@@ -67,8 +67,8 @@ def _train_chunk(trainer, state, members, data, num_steps, mesh):
   # models are independent, so no device ever waits for another. Left to the SPMD
   # partitioner instead, the vmapped while-loop of `sampling.epoch_order` (cycle walking)
   # got an all-reduce of its condition in every iteration, a barrier between the devices
-  # several times per step: two single-threaded CPU devices then trained 1.5-1.75x one
-  # (LeNet-5, P=32 vs 16), against 2x for two processes (2 Intel Xeon cores, 2026-11-29).
+  # several times per step, and two devices scaled well below two processes (measured:
+  # benchmarks/README.md, "Session 5").
   model = PartitionSpec(MODEL_AXIS)
   local = functools.partial(_train_local, trainer, num_steps=num_steps)
   return jax.shard_map(local, mesh=mesh, in_specs=(model, model, PartitionSpec()),
