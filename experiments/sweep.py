@@ -28,17 +28,16 @@ stop with an error within seconds (a failed collective) or, at the latest, after
 import contextlib
 import logging as std_logging
 import os
-import re
 import signal
 import socket
 import sqlite3
 import sys
-import tempfile
 import threading
 import traceback
 
 # TensorFlow's INFO lines from C++ (a user's setting wins). TF 2.21 logs its start-up
-# notices through absl, which ignores this; `_import_tensorflow_quietly` drops those.
+# notices through absl, which ignores this; `imbjax.datasets.tfds_source.tensorflow`
+# (TF's one importer, used only by studies that read through tfds or tf.data) drops those.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
 
 import jax  # pylint: disable=g-import-not-at-top
@@ -104,8 +103,6 @@ def cpu_devices(flag: str, config) -> int:
 
 _GRACE_S = 10.0
 _WAKEUP: list[socket.socket] = []
-# An absl C++ INFO line: "I0000 00:00:1796160792.266029   24772 port.cc:153] ..."
-_ABSL_INFO = re.compile(r"^I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ")
 
 
 def _stop_on_signals() -> None:
@@ -144,33 +141,6 @@ def _stop_on_signals() -> None:
   threading.Thread(target=watch, name="sweep-signals", daemon=True).start()
 
 
-def _import_tensorflow_quietly() -> None:
-  """Imports TensorFlow (TensorBoard scalars, tf.data) without its start-up INFO lines.
-
-  TF's C++ start-up notices ("oneDNN custom operations are on", "All log messages
-  before absl::InitializeLog()") go straight to file descriptor 2, so the import runs
-  with it captured and everything but those INFO lines is written back. TF is kept off
-  the GPUs: JAX owns them.
-  """
-  with tempfile.TemporaryFile() as captured:
-    sys.stderr.flush()
-    saved = os.dup(2)
-    os.dup2(captured.fileno(), 2)
-    try:
-      import tensorflow as tf  # pylint: disable=g-import-not-at-top
-    except ImportError:
-      tf = None
-    finally:
-      os.dup2(saved, 2)
-      os.close(saved)
-    captured.seek(0)
-    for line in captured.read().decode(errors="replace").splitlines(keepends=True):
-      if not (_ABSL_INFO.match(line) or "before absl::InitializeLog()" in line):
-        sys.stderr.write(line)
-  if tf is not None:
-    tf.config.set_visible_devices([], "GPU")
-
-
 def _stored_rows(workdir) -> int | str:
   try:
     with sqlite3.connect(f"file:{os.path.join(workdir, store_lib.DB_NAME)}?mode=ro",
@@ -199,7 +169,6 @@ def main(argv):
     except workdir_lock.WorkdirBusy as e:
       sys.exit(f"sweep: {e}")
   try:
-    _import_tensorflow_quietly()
     _run(config, workdir)
   except KeyboardInterrupt as e:
     print(f"sweep: interrupted; {_stored_rows(workdir)} rows stored in {workdir}",

@@ -52,6 +52,11 @@ def train(mesh):
   flat["logits"] = engine.fetch(logits)[:size]
   # The models are independent: a collective in the step would make the devices wait
   # for each other (see `population._train_chunk`).
+  # `fit` from a fresh state compiles the chunk once: the first chunk gets the layout
+  # every later chunk has (`engine.shard_like`), not XLA's choice for a fresh state.
+  before = engine.loop._train_chunk_jit._cache_size()
+  engine.fit(trainer, engine.init_population(trainer, m), m, d, num_steps=6, chunk_steps=3)
+  flat["fit_compiles"] = np.array(engine.loop._train_chunk_jit._cache_size() - before)
   flat["collectives"] = np.array(len(re.findall(
       r"= \S+ (?:all-reduce|all-gather|all-to-all|collective-permute|reduce-scatter)"
       r"(?:-start)?\(", hlo)))

@@ -265,6 +265,7 @@ def test_sharded_over_four_devices_equals_one_device(tmp_path):
   r = np.load(out)
   assert int(r["num_devices"]) == 4
   assert int(r["sharded/collectives"]) == 0
+  assert int(r["sharded/fit_compiles"]) == 1
   # Each device runs the one-device program on its own models (shard_map, one model
   # per block on CPU): the same numbers, bit for bit.
   for k in r.files:

@@ -120,9 +120,9 @@ def tfds_source(name: str, split: str, *, data_dir: str | os.PathLike | None = N
     DataUnavailableError: see `tfds_source.ensure_prepared`.
     ValueError: unknown split.
   """
+  tf = _tfds.tensorflow()
   import tensorflow_datasets as tfds
 
-  tf = _tfds.tensorflow()
   tsplit = _tfds.tfds_split(name, split)
   b = _tfds.ensure_prepared(name, data_dir)
   names = _tfds.builder_class_names(b)

@@ -14,7 +14,10 @@ imbjax stays fast, and TensorFlow is kept off the GPUs (JAX owns them).
 from __future__ import annotations
 
 import os
+import re
 import socket
+import sys
+import tempfile
 import threading
 
 import numpy as np
@@ -44,8 +47,38 @@ _LOCAL_HINTS = {
 }
 
 
+# An absl C++ INFO line: "I0000 00:00:1796160792.266029   24772 port.cc:153] ..."
+_ABSL_INFO = re.compile(r"^I\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] ")
+
+
+def _import_quietly():
+  """The first import of TensorFlow, without its C++ start-up INFO lines.
+
+  Those notices ("oneDNN custom operations are on", "All log messages before
+  absl::InitializeLog()") go straight to file descriptor 2, so the import runs with it
+  captured and everything but those lines is written back.
+  """
+  with tempfile.TemporaryFile() as captured:
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(captured.fileno(), 2)
+    try:
+      import tensorflow  # pylint: disable=g-import-not-at-top,unused-import
+    finally:
+      os.dup2(saved, 2)
+      os.close(saved)
+      captured.seek(0)
+      for line in captured.read().decode(errors="replace").splitlines(keepends=True):
+        if not (_ABSL_INFO.match(line) or "before absl::InitializeLog()" in line):
+          sys.stderr.write(line)
+
+
 def tensorflow():
-  """Imports TensorFlow with its GPUs hidden (JAX owns the accelerator) and returns it."""
+  """Imports TensorFlow (quietly, the first time) with its GPUs hidden (JAX owns the
+  accelerator) and returns it. Every TensorFlow and tensorflow-datasets user in imbjax
+  comes through here first, so a study that reads neither never imports TensorFlow."""
+  if "tensorflow" not in sys.modules:
+    _import_quietly()
   import tensorflow as tf
 
   try:
@@ -79,6 +112,7 @@ def network_reachable(host: tuple[str, int] = PROBE_HOST,
 
 def builder(name: str, data_dir: str | os.PathLike | None = None):
   """`tfds.builder(name, data_dir=data_dir)`; builds no data and downloads nothing."""
+  tensorflow()
   import tensorflow_datasets as tfds
 
   return tfds.builder(name, data_dir=None if data_dir is None else os.fspath(data_dir))
@@ -168,9 +202,9 @@ def load_split(name: str, split: str, *, data_dir: str | os.PathLike | None = No
     ValueError: unknown split.
   """
   split = tfds_split(name, split)
+  tensorflow()
   import tensorflow_datasets as tfds
 
-  tensorflow()
   b = ensure_prepared(name, data_dir)
   ds = b.as_dataset(split=split, as_supervised=True, shuffle_files=False).batch(_BATCH)
   images, labels = [], []

@@ -116,6 +116,21 @@ def place(tree, mesh: Mesh | None, *, replicated: bool = False):
   return jax.tree.map(put, tree)
 
 
+def shard_like(tree, like):
+  """`tree` (every leaf with the model axis first) sharded over the model axis as `like`
+  is, when `like` is split over a mesh (`chunk_mesh`); else `tree` unchanged.
+
+  Fresh states (`init_population`, `restart`, a phase-2 gather) come out of XLA with
+  whatever sharding it chose for each leaf (constants often replicated); giving the
+  first chunk the layout every later chunk has makes the population's program compile
+  once instead of twice.
+  """
+  mesh = chunk_mesh(like)
+  if mesh is None:
+    return tree
+  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec(MODEL_AXIS)))
+
+
 def fetch(tree):
   """Brings (possibly sharded, possibly multi-host) arrays to host numpy."""
   def get(x):

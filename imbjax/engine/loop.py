@@ -11,7 +11,7 @@ import numpy as np
 import jax.numpy as jnp
 from jax.sharding import PartitionSpec
 
-from imbjax.engine.devices import MODEL_AXIS, chunk_mesh, fetch
+from imbjax.engine.devices import MODEL_AXIS, chunk_mesh, fetch, shard_like
 from imbjax.engine.state import Member, TrainData, TrainState, population_size
 from imbjax.engine.step import restart, train_step
 from imbjax.engine.trainer import Trainer
@@ -265,6 +265,8 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
     if latest is not None:
       abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state)
       state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
+  if not callable(data):
+    state = shard_like(state, members)  # one compiled program from the first chunk on
   done = int(fetch(state.step).reshape(-1)[0])
   last_saved = done
   while done < num_steps:

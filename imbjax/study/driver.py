@@ -126,6 +126,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
       shutil.rmtree(workdir / "checkpoints" / checkpoint_key(config, g), ignore_errors=True)
       log(f"group {g.group_id} ({len(g.cases)} cases) stored; " +
           progress.line(0, 0.0))
+  progress.close()
   if store is not None:
     store.export_csv()
     store.close()

@@ -25,6 +25,7 @@ from imbjax import engine
 from imbjax import methods as methods_lib
 from imbjax import metrics
 from imbjax import posthoc as posthoc_lib
+from imbjax import summary_writer
 from imbjax.study import walltime
 from imbjax.study.config import fingerprint
 from imbjax.study.data import StudyData
@@ -175,6 +176,7 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
   if curve_file and curve_file.exists():
     points = {int(k): v for k, v in json.loads(curve_file.read_text()).items()}
   last = [0]
+  final_test = []
 
   def on_chunk(step_done, m, state):
     progress.images += trainer.batch_size * size * (step_done - last[0])
@@ -189,6 +191,8 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
     point = {"batch_acc": np.asarray(m["accuracy"])[:size].tolist(),
              "loss": np.asarray(m["loss"])[:size].tolist()}
     logits = inputs.logits(trainer, state, "curve", size)
+    if step_done == config.iterations and inputs.same_examples("curve", "test"):
+      final_test.append(logits)  # the row's test logits: not evaluated twice
     if logits is not None:  # test accuracy at log points (paper Figure 8)
       point["test_acc"] = (np.argmax(logits, -1) ==
                            inputs.labels["curve"][None]).mean(-1).tolist()
@@ -220,7 +224,8 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
   for name in ("train_acc", "test_acc", "batch_acc", "loss"):
     if steps and all(name in points[t] for t in steps):
       curve[name] = [points[t][name] for t in steps]
-  return PhaseResult(state, inputs.logits(trainer, state, "test", size),
+  test = final_test[-1] if final_test else inputs.logits(trainer, state, "test", size)
+  return PhaseResult(state, test,
                      inputs.logits(trainer, state, "val", size),
                      engine.fetch(state.diverged)[:size], curve)
 
@@ -387,7 +392,8 @@ def load_subset(workdir, row) -> np.ndarray:
 
 
 class Progress:
-  """Prints done/total models, images per second and an ETA; writes TensorBoard scalars."""
+  """Prints done/total models, images per second and an ETA; writes TensorBoard scalars
+  (`imbjax.summary_writer`, a CLU-style metric writer that needs no TensorFlow)."""
 
   def __init__(self, total_models: int, workdir: pathlib.Path | None, enabled=True):
     self.total = total_models
@@ -403,17 +409,14 @@ class Progress:
     self._step += 1
     if self._workdir is None or not self.enabled:
       return
-    try:
-      import tensorflow as tf
-      if self._writer is None:
-        tf.config.set_visible_devices([], "GPU")
-        self._writer = tf.summary.create_file_writer(str(self._workdir / "tensorboard"))
-      with self._writer.as_default(step=self._step):
-        for k, v in values.items():
-          tf.summary.scalar(k, float(v))
-      self._writer.flush()
-    except ImportError:  # TensorBoard scalars are optional.
-      pass
+    if self._writer is None:
+      self._writer = summary_writer.SummaryWriter(self._workdir / "tensorboard")
+    self._writer.write_scalars(self._step, values)
+    self._writer.flush()
+
+  def close(self):
+    if self._writer is not None:
+      self._writer.close()
 
   def line(self, models_in_flight: int, steps_frac: float) -> str:
     elapsed = time.time() - self.start

@@ -4,7 +4,9 @@ Both forms answer the same two questions, so a group never asks which one it has
 `train_data(members, seeds)` gives what `imbjax.engine.fit` trains on, and
 `logits(trainer, state, split, size)` gives host logits [size, N, C] of the population's
 first `size` models on 'test', 'val' or 'curve' (the test examples scored at log
-points for Figure 8), or None when the input has no such split.
+points for Figure 8), or None when the input has no such split; `same_examples(a, b)`
+says when two splits are one (the whole test split as the curve's), so a group scores
+it once at the last log point.
 """
 
 from __future__ import annotations
@@ -50,6 +52,10 @@ class DeviceInputs:
       self.images["val"] = engine.place(data.val.images, mesh, replicated=True)
       self.labels["val"] = np.asarray(data.val.labels)
 
+  def same_examples(self, a: str, b: str) -> bool:
+    """Whether splits `a` and `b` are the same examples (so their logits are too)."""
+    return a in self.images and self.images.get(a) is self.images.get(b)
+
   def train_data(self, members: Sequence[engine.Member], seeds: Sequence[int]):
     del members, seeds  # every model indexes the one resident split by its own plan
     return self.train
@@ -84,6 +90,10 @@ class StreamInputs:
     return streaming.PopulationBatches(self.data.train, plans, seeds,
                                        batch_size=self.config.batch_size,
                                        augment=_augment(self.config))
+
+  def same_examples(self, a: str, b: str) -> bool:
+    del a, b  # no curves on streamed input
+    return False
 
   def logits_of(self, trainer, state, indices, size: int) -> None:
     del trainer, state, indices, size  # the training split is not in memory
