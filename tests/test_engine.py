@@ -196,8 +196,14 @@ def test_phase2_freezes_all_but_output_layers_bit_exactly(data):
   phase2 = engine.stack_members(_members(labels, [dict(base_lr=0.005, output_only=True)] * 2))
   state2 = engine.restart(trainer, state, phase2)
   np.testing.assert_allclose(state2.opt_state.hyperparams["base_lr"], [0.005, 0.005])
-  state2, _ = engine.train_chunk(trainer, state2, phase2, data, 5)
+  masked = jax.tree.map(jnp.copy, engine.restart(trainer, state, phase2))  # not donated
+  assert engine.loop.all_output_only(phase2)
+  state2, _ = engine.train_chunk(trainer, state2, phase2, data, 5)  # no frozen backward
   after = jax.tree.map(np.asarray, state2.params)
+  # The full backward pass with the frozen layers' updates masked: the same parameters.
+  masked, _ = engine.train_chunk(trainer, masked, phase2, data, 5, outputs_only=False)
+  for x, y in zip(jax.tree.leaves(after), jax.tree.leaves(masked.params)):
+    np.testing.assert_array_equal(x, np.asarray(y))
   for layer in before:
     for name in before[layer]:
       same = np.array_equal(before[layer][name].view(np.uint32),

@@ -21,9 +21,10 @@ from imbjax.engine.trainer import Trainer
 TRACE_COUNT = {"train_chunk": 0, "predict": 0}
 
 
-def _run_steps(trainer, state, members, data, num_steps):
+def _run_steps(trainer, state, members, data, num_steps, outputs_only=False):
   """`num_steps` scanned steps of `train_step` vmapped over all models given."""
-  step_fn = jax.vmap(lambda s, m: train_step(trainer, s, m, data))
+  step_fn = jax.vmap(lambda s, m: train_step(trainer, s, m, data,
+                                             outputs_only=outputs_only))
 
   def body(carry, _):
     carry, metrics = step_fn(carry, members)
@@ -47,22 +48,23 @@ def block_size(trainer: Trainer, models_per_shard: int) -> int:
   return want
 
 
-def _train_local(trainer, state, members, data, num_steps):
+def _train_local(trainer, state, members, data, num_steps, outputs_only=False):
   """One device's models: blocks of `block_size` models looped, each block vmapped."""
   p = population_size(members)
   block = block_size(trainer, p)
   if block == p:
-    return _run_steps(trainer, state, members, data, num_steps)
+    return _run_steps(trainer, state, members, data, num_steps, outputs_only)
   n = p // block
   blocks = jax.tree.map(lambda a: a.reshape(n, block, *a.shape[1:]), (state, members))
-  out = jax.lax.map(lambda sm: _run_steps(trainer, sm[0], sm[1], data, num_steps), blocks)
+  out = jax.lax.map(lambda sm: _run_steps(trainer, sm[0], sm[1], data, num_steps,
+                                          outputs_only), blocks)
   return jax.tree.map(lambda a: a.reshape(p, *a.shape[2:]), out)
 
 
-def _train_chunk(trainer, state, members, data, num_steps, mesh):
+def _train_chunk(trainer, state, members, data, num_steps, mesh, outputs_only=False):
   TRACE_COUNT["train_chunk"] += 1
   if mesh is None:
-    return _train_local(trainer, state, members, data, num_steps)
+    return _train_local(trainer, state, members, data, num_steps, outputs_only)
   # Each device trains its slice of the model axis as its own program (shard_map): the
   # models are independent, so no device ever waits for another. Left to the SPMD
   # partitioner instead, the vmapped while-loop of `sampling.epoch_order` (cycle walking)
@@ -70,16 +72,23 @@ def _train_chunk(trainer, state, members, data, num_steps, mesh):
   # several times per step, and two devices scaled well below two processes (measured:
   # benchmarks/README.md, "Session 5").
   model = PartitionSpec(MODEL_AXIS)
-  local = functools.partial(_train_local, trainer, num_steps=num_steps)
+  local = functools.partial(_train_local, trainer, num_steps=num_steps,
+                            outputs_only=outputs_only)
   return jax.shard_map(local, mesh=mesh, in_specs=(model, model, PartitionSpec()),
                        out_specs=model, check_vma=False)(state, members, data)
 
 
-_train_chunk_jit = jax.jit(_train_chunk, static_argnums=(0, 4, 5), donate_argnums=(1,))
+_train_chunk_jit = jax.jit(_train_chunk, static_argnums=(0, 4, 5, 6), donate_argnums=(1,))
+
+
+def all_output_only(members: Member) -> bool:
+  """Whether every member trains only the output layers (two-phase phase 2)."""
+  return bool(np.all(fetch(members.output_only)))
 
 
 def train_chunk(trainer: Trainer, state: TrainState, members: Member, data: TrainData,
-                num_steps: int) -> tuple[TrainState, dict]:
+                num_steps: int, *, outputs_only: bool | None = None
+                ) -> tuple[TrainState, dict]:
   """Runs `num_steps` population steps under `lax.scan` (one compiled program).
 
   The models are processed in blocks of `block_size` models per device (see
@@ -87,11 +96,18 @@ def train_chunk(trainer: Trainer, state: TrainState, members: Member, data: Trai
   result is the same for any block size. The input state is donated (its buffers are
   reused); use the returned one.
 
+  A population whose members all train only the output layers (`all_output_only`;
+  `outputs_only=None` asks) runs the step without the frozen layers' backward pass
+  (`train_step`'s ``outputs_only``).
+
   Returns:
     (state, metrics): metrics are per-model arrays [P]: mean 'loss' and 'accuracy' over
     the chunk's batches and the 'last_loss'.
   """
-  return _train_chunk_jit(trainer, state, members, data, num_steps, chunk_mesh(members))
+  if outputs_only is None:
+    outputs_only = all_output_only(members)
+  return _train_chunk_jit(trainer, state, members, data, num_steps, chunk_mesh(members),
+                          bool(outputs_only) and bool(trainer.output_layers))
 
 
 def eval_block(trainer: Trainer) -> int:
@@ -267,6 +283,7 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
       state = manager.restore(latest, args=ocp.args.StandardRestore(abstract))
   if not callable(data):
     state = shard_like(state, members)  # one compiled program from the first chunk on
+  outputs_only = all_output_only(members)
   done = int(fetch(state.step).reshape(-1)[0])
   last_saved = done
   while done < num_steps:
@@ -276,7 +293,8 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
     if callable(data):
       state, metrics = train_chunk_streamed(trainer, state, members, *data(done, n))
     else:
-      state, metrics = train_chunk(trainer, state, members, data, n)
+      state, metrics = train_chunk(trainer, state, members, data, n,
+                                   outputs_only=outputs_only)
     done += n
     if on_chunk is not None:
       on_chunk(done, fetch(metrics), state)

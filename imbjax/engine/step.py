@@ -123,12 +123,20 @@ def _all_finite(tree) -> jax.Array:
 
 
 def train_step(trainer: Trainer, state: TrainState, member: Member,
-               data: TrainData) -> tuple[TrainState, dict]:
+               data: TrainData, *, outputs_only: bool = False
+               ) -> tuple[TrainState, dict]:
   """One SGD step of ONE model (vmapped by `train_chunk`).
 
   A model whose loss or new parameters are non-finite is marked ``diverged`` and keeps its
   last finite parameters from then on; its neighbours in the population are unaffected
   (each model's arithmetic is independent under vmap).
+
+  `outputs_only` (static; `train_chunk` sets it when every member of the population is
+  ``output_only``, as in two-phase training's phase 2) differentiates the loss with
+  respect to the output layers only: the frozen layers get no backward pass, so phase
+  2 costs about a forward pass. The output layers' gradients, and so the parameters,
+  are the same; only the never-applied updates of the frozen layers (and with them
+  their optimiser state, and the divergence check's view of them) are not computed.
   """
   step = state.step
   _, _, step_key = _keys(member)
@@ -136,15 +144,19 @@ def train_step(trainer: Trainer, state: TrainState, member: Member,
   images = data.images[idx]
   labels = data.labels[idx]
   dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, 0), step)
+  is_output = _output_mask(trainer, state.params)
+  params_in = state.params
+  if outputs_only:
+    params_in = jax.tree.map(lambda p, is_out: p if is_out else jax.lax.stop_gradient(p),
+                             state.params, is_output)
   grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
   (loss, (logits, new_stats)), grads = grad_fn(
-      trainer, state.params, state.batch_stats, member, images, labels, step, dropout_key)
+      trainer, params_in, state.batch_stats, member, images, labels, step, dropout_key)
   tx = trainer.optimizer(member.base_lr, _weight_decay(trainer, member))
   updates, new_opt = tx.update(grads, state.opt_state, state.params)
 
   finite = jnp.isfinite(loss) & _all_finite(updates)
   diverged = state.diverged | ~finite
-  is_output = _output_mask(trainer, state.params)
   # jnp.where, not p + mask * u: a frozen parameter must not change by a single bit
   # (0 * u + p turns -0.0 into +0.0 and NaN updates would leak).
   params = jax.tree.map(
