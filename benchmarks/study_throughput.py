@@ -227,6 +227,8 @@ class Instrumented:
 
     w(inputs_lib.DeviceInputs, "logits", split_phase)
     w(inputs_lib.StreamInputs, "logits", split_phase)
+    # The curves' balanced training sample (until 2026-12-02 unwrapped: it fell in 'other').
+    w(inputs_lib.DeviceInputs, "logits_of", "curves")
     w(group_lib, "rows", "scoring")
     w(group_lib, "export_subsets", "store")
     w(group_lib.Progress, "scalars", "tensorboard")
