@@ -40,8 +40,10 @@ EXECUTION_FIELDS: dict[str, str] = {
     "chunk_steps": "steps per compiled call; the loop is exact across chunk boundaries. "
                    "It only spaces the log points of the curves in `extra` (each point "
                    "is the same number at its step)",
-    "eval_batch_size": "evaluation examples in flight; each example's logits do not "
-                       "depend on its batch (eval-mode BatchNorm)",
+    "eval_batch_size": "evaluation examples per model per step; the same function "
+                       "(eval-mode BatchNorm), float reassociation only: XLA:CPU's "
+                       "matmuls sum in another order for another batch (LeNet-5 "
+                       "logits ~4e-6 apart between batches of 1,000 and 125)",
     "conv_impl": "the lowering of the convolutions; same function, float "
                  "reassociation only",
     "model_block": "models per device per step; same function, scheduling only",
