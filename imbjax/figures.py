@@ -40,6 +40,7 @@ import math
 import os
 import pathlib
 import re
+import textwrap
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -320,11 +321,12 @@ def _finish(fig: Figure, axes: Sequence[Any], title: str, path: pathlib.Path
   for ax in axes:
     for h, lab in zip(*ax.get_legend_handles_labels()):
       handles.setdefault(lab, h)
-  fig.suptitle(title)
+  # Wrapped to the figure's width (~8.5 title characters per inch), never clipped.
+  fig.suptitle(textwrap.fill(title, width=max(30, int(fig.get_figwidth() * 8.5))))
   fig.legend(list(handles.values()), list(handles), loc="outside lower center",
              ncol=min(4, max(1, len(handles))), fontsize="small")
   path.parent.mkdir(parents=True, exist_ok=True)
-  fig.savefig(path, dpi=90)
+  fig.savefig(path, dpi=90, bbox_inches="tight")  # nothing clipped at the edges
   return path
 
 
@@ -739,7 +741,7 @@ def figure_methods(rows: Sequence[Row], out_dir: str | os.PathLike) -> list[path
       fig.suptitle(f"Methods compared ({dataset} / {model}): {case}")
       path = out_dir / f"fig9_methods_{_slug(dataset, model, profile, rho, mu)}.png"
       path.parent.mkdir(parents=True, exist_ok=True)
-      fig.savefig(path, dpi=90)
+      fig.savefig(path, dpi=90, bbox_inches="tight")  # nothing clipped at the edges
       paths.append(path)
   return paths
 
