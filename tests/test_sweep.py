@@ -19,8 +19,13 @@ def _sweep(workdir, *flags):
   cmd = [sys.executable, "-m", "experiments.sweep", f"--config={TEST_CONFIG}",
          "--config.population_size=3", "--config.make_figures=False", "--cpu_devices=1",
          f"--workdir={workdir}", *flags]
-  return subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True)
+  # Without the suite's shared compilation cache (conftest): these tests time how the
+  # binary stops, and in two whole-suite runs with the cache the SIGINT stop exceeded
+  # its 15 s bound while passing alone (cause not yet known: see the session-7 note).
+  env = {k: v for k, v in os.environ.items()
+         if not k.startswith(("JAX_COMPILATION_CACHE", "JAX_PERSISTENT_CACHE"))}
+  return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True)
 
 
 def _stored(workdir) -> int:
