@@ -247,3 +247,27 @@ def test_paper_forecast_from_measured_lines(tmp_path):
   assert out["cifar10_training_only_hours"] == pytest.approx(cifar)
   assert out["cifar10_hours"] == pytest.approx(cifar * 1.25)
   assert "mnist_note" not in out and "cifar10_note" not in out
+
+
+def test_study_ab_runs_each_variant_and_finds_no_change_in_the_rows(capsys):
+  """The A/B of issue #18's changes on a two-phase quick study: every variant trained,
+  its rows compared with the all-changes run (a change turned off must not move a
+  stored number), the ratios from the measured walls."""
+  from benchmarks import study_ab
+  result = study_ab.main(["--quick", "--rounds", "1", "--set",
+                          "methods=('oversampling', 'two_phase_oversampling')"])
+  last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+  assert last == json.loads(json.dumps(result))
+  names = ["all"] + [f"without {c}" for c in study_ab.CHANGES]
+  assert list(last["variants"]) == names
+  base = last["variants"]["all"]["median_wall_s"]
+  for name in names:
+    v = last["variants"][name]
+    assert len(v["runs"]) == 1 and v["runs"][0]["training"] > 0
+    assert v["rows_differing"] == 0, name
+    assert v["x_all"] == pytest.approx(v["median_wall_s"] / base, rel=1e-3)
+  # Without the logits reuse, the test split is evaluated once more per phase.
+  assert (last["variants"]["without reuse_test_logits"]["runs"][0]["evaluation"] >
+          last["variants"]["all"]["runs"][0]["evaluation"])
+  with pytest.raises(ValueError, match="unknown.*'nope'"):
+    study_ab.main(["--quick", "--changes", "nope"])
