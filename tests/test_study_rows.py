@@ -18,6 +18,7 @@ from experiments.configs import test as test_config
 from imbjax import engine
 from imbjax import store as store_lib
 from imbjax import study
+from tests import helpers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "experiments" / "configs" / "test.py"
@@ -59,14 +60,19 @@ def _quiet(*_):
   pass
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def reference(tmp_path_factory):
   """The test config at 3 repetitions, in one process on one device, groups of one case
-  (3 phase-1 models, then 2 phase-2 models)."""
-  workdir = tmp_path_factory.mktemp("reference")
+  (3 phase-1 models, then 2 phase-2 models); trained once per session, shared by the
+  xdist workers."""
   config = _config(repetitions=3, population_size=3)
-  study.train_and_evaluate(config, workdir, log=_quiet)
-  return config, _rows(workdir)
+
+  def train():
+    workdir = tmp_path_factory.mktemp("reference")
+    study.train_and_evaluate(config, workdir, log=_quiet)
+    return _rows(workdir)
+
+  return config, helpers.once_per_session(tmp_path_factory, "study_rows_reference", train)
 
 
 def _sweep(workdir, *flags, **kwargs):
