@@ -7,7 +7,9 @@ oversampling, undersampling (+ thresholding): 18 networks of 10,000 iterations (
   python -m experiments.sweep --config=experiments/configs/paper_mnist_linear.py \
     --workdir=docs/runs/paper_mnist_linear
 
-Expected: see docs/paper_mnist.md.
+Expected (the 2026-12-02 run in docs/runs/paper_mnist_linear; mean of 2 repetitions):
+AUC at rho 1000 baseline 99.91, oversampling 99.92, undersampling 95.78; thresholding
+lifts the baseline's accuracy from 91.75% to 97.38% there (docs/paper_mnist.md).
 """
 
 from experiments.configs import paper_mnist_step
