@@ -72,14 +72,8 @@ def stored_numbers(workdir) -> dict:
   """Every stored row by run key, without its provenance (group, times), as canonical
   JSON text (so NaN equals NaN)."""
   with store_lib.ResultsStore(workdir) as s:
-    rows = {}
-    for r in s.rows():
-      r = {k: v for k, v in r.items() if k not in ("group_id", "wall_time_s",
-                                                     "created_at")}
-      r["extra"] = {k: v for k, v in r["extra"].items()
-                    if k not in store_lib.PROVENANCE_EXTRA_KEYS}
-      rows[r["run_key"]] = json.dumps(r, sort_keys=True)
-    return rows
+    return {r["run_key"]: json.dumps(store_lib.result_of_row(r), sort_keys=True)
+            for r in s.rows()}
 
 
 def main(argv=None) -> dict:

@@ -179,6 +179,20 @@ PROVENANCE_EXTRA_KEYS = frozenset({"group_wall_s", "group_models", "phase_wall_s
                                    "phase_models", "wall_share_s"})
 
 
+def result_of_row(row: dict) -> dict:
+  """A row as `ResultsStore.rows` reads it, less its provenance: without the
+  :data:`PROVENANCE_COLUMNS` and without the :data:`PROVENANCE_EXTRA_KEYS` of ``extra``.
+
+  What the duplicate rule compares, and what a run key alone must determine (whatever
+  population, device count or process count the run trained in).
+  """
+  out = {k: v for k, v in row.items() if k not in PROVENANCE_COLUMNS}
+  if isinstance(out.get("extra"), dict):
+    out["extra"] = {k: v for k, v in out["extra"].items()
+                    if k not in PROVENANCE_EXTRA_KEYS}
+  return out
+
+
 def columns_markdown() -> str:
   """The Markdown of results.columns.md: one line per column of :data:`SCHEMA`."""
   lines = [

@@ -532,3 +532,24 @@ def test_backup_from_the_command_line_while_a_writer_holds_the_store(tmp_path):
                        env=dict(os.environ, PYTHONPATH=REPO), capture_output=True,
                        text=True, timeout=120)
   assert bad.returncode == 2 and "holds no results.sqlite" in bad.stderr
+
+
+def test_result_of_row_drops_only_how_and_when_a_row_was_made(tmp_path):
+  a = make_row("k", group="g0", wall_time_s=1.0,
+               extra={"ece": 0.01, "group_wall_s": 10.0, "phase_models": 3})
+  b = make_row("k", group="g9", wall_time_s=7.5, created_at="2027-01-01T00:00:00+00:00",
+               extra={"ece": 0.01, "group_wall_s": 99.0, "phase_models": 8})
+  with ResultsStore(tmp_path / "a") as s:
+    s.write_group([a])
+    (got_a,) = s.rows()
+  with ResultsStore(tmp_path / "b") as s:
+    s.write_group([b])
+    (got_b,) = s.rows()
+  assert store_lib.result_of_row(got_a) == store_lib.result_of_row(got_b)
+  assert store_lib.result_of_row(got_a)["extra"] == {"ece": 0.01}
+  assert not store_lib.PROVENANCE_COLUMNS & store_lib.result_of_row(got_a).keys()
+  c = make_row("k", extra={"ece": 0.02})  # a number differs: no longer equal
+  with ResultsStore(tmp_path / "c") as s:
+    s.write_group([c])
+    (got_c,) = s.rows()
+  assert store_lib.result_of_row(got_c) != store_lib.result_of_row(got_a)

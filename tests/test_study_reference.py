@@ -23,14 +23,12 @@ import sys
 
 import jax
 import numpy as np
-import pytest
 
 from experiments.configs import quickstart
 from imbjax import store as store_lib
 from imbjax import study
 
 REFERENCE = pathlib.Path(__file__).parent / "data" / "quickstart_reference.json"
-_PROVENANCE = ("group_id", "wall_time_s", "created_at")
 
 
 def _config():
@@ -62,13 +60,7 @@ def _machine() -> dict:
 
 def _rows(workdir) -> dict:
   with store_lib.ResultsStore(workdir) as s:
-    out = {}
-    for r in s.rows():
-      row = {k: v for k, v in r.items() if k not in _PROVENANCE}
-      row["extra"] = {k: v for k, v in row["extra"].items()
-                      if k not in store_lib.PROVENANCE_EXTRA_KEYS}
-      out[r["run_key"]] = row
-    return out
+    return {r["run_key"]: store_lib.result_of_row(r) for r in s.rows()}
 
 
 def _run(workdir) -> dict:

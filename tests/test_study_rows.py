@@ -22,17 +22,6 @@ from tests import helpers
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_CONFIG = ROOT / "experiments" / "configs" / "test.py"
-# Columns that say how and when a row was made, not what it holds.
-_PROVENANCE = ("group_id", "wall_time_s", "created_at")
-
-
-def _numbers(column, value):
-  """A stored value without its timing (the provenance keys of `extra`)."""
-  if column != "extra":
-    return value
-  return {k: v for k, v in value.items() if k not in store_lib.PROVENANCE_EXTRA_KEYS}
-
-
 def _config(**overrides):
   c = test_config.get_config()
   for k, v in overrides.items():
@@ -41,9 +30,9 @@ def _config(**overrides):
 
 
 def _rows(workdir):
+  """Each stored row's numbers (without how and when it was made), by run key."""
   with store_lib.ResultsStore(workdir) as s:
-    return {r["run_key"]: {k: _numbers(k, v) for k, v in r.items() if k not in _PROVENANCE}
-            for r in s.rows()}
+    return {r["run_key"]: store_lib.result_of_row(r) for r in s.rows()}
 
 
 def _assert_same_rows(got, want, keys=None):
