@@ -271,3 +271,36 @@ def test_study_ab_runs_each_variant_and_finds_no_change_in_the_rows(capsys):
           last["variants"]["all"]["runs"][0]["evaluation"])
   with pytest.raises(ValueError, match="unknown.*'nope'"):
     study_ab.main(["--quick", "--changes", "nope"])
+
+
+def test_cifar10_balanced_lease_script_trains_stores_and_brings_back_its_run(tmp_path):
+  """The prepared lease for the paper's balanced All-CNN run (DRY_RUN: CPU, 4 steps,
+  a 10-class JPEG folder of 2 images a class): the sweep runs under the script's
+  timeout, and $OUT holds its log and a store with the base rate's two runs."""
+  import os
+  import sqlite3
+  import subprocess
+  from PIL import Image
+  from imbjax.datasets import cifar
+  rng = np.random.default_rng(0)
+  data = tmp_path / "cifar"
+  for split in ("train", "test"):
+    for c in cifar.CLASS_NAMES:
+      (data / split / c).mkdir(parents=True)
+      for i in range(2):
+        Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+            data / split / c / f"{i:04d}.jpg")
+  out = tmp_path / "out"
+  root = pathlib.Path(__file__).resolve().parents[1]
+  env = dict(os.environ, DRY_RUN="1", OUT=str(out), CIFAR_DIR=str(data),
+             WORKDIR=str(tmp_path / "work"), PY="python", BUDGET_S="400")
+  proc = subprocess.run(["bash", "benchmarks/gpu_cifar10_balanced.sh"], cwd=root, env=env,
+                        capture_output=True, text=True, timeout=600, check=False)
+  log = (out / "log").read_text()
+  assert proc.returncode == 0, proc.stderr[-3000:] + log[-3000:]
+  assert "# sweep: exit 0 after" in log, log[-3000:]
+  assert "--config.base_lrs=(0.05,)" in log
+  with sqlite3.connect(out / "run" / "results.sqlite") as db:
+    rows = db.execute("SELECT method, base_lr FROM runs").fetchall()
+  assert sorted(rows) == [("baseline", 0.05), ("baseline", 0.05)]
+  assert (out / "run" / "study_config.json").is_file()
