@@ -23,7 +23,10 @@ Then, outside the timed wall, in the same process:
 * the step benchmark (`population_throughput.PopulationRun`: the engine's `train_chunk`
   alone) for the study's largest population, batch and trainer, on the study's own
   training split: ``step_images_per_s``; ``ratio_end_to_end_vs_step`` is the study's
-  end-to-end training images/s (all trained images / wall) over it;
+  end-to-end training images/s (all trained images / wall) over it; for studies of
+  1,000+ iterations (``--step-before``) the step is also timed before the study
+  (``step_before_images_per_s``; ``step_drift`` = after / before) and the ratios are
+  over the mean of both sides, since a shared VM's speed drifts over a long study;
 * the PyTorch one-model loop a user would otherwise write (`torch_models.py`'s mirror of
   the network; train, then score the test split with scikit-learn), timed on a sample of
   the study's models (at most ``--torch-steps`` steps each, scaled to the study's
@@ -416,6 +419,11 @@ def main(argv=None, t_start: float | None = None) -> dict:
                   "the largest population has a model per core), or N (0: one per core)")
   ap.add_argument("--step-repeats", type=int, default=3,
                   help="timed rounds of the step benchmark (0: skip it)")
+  ap.add_argument("--step-before", type=int, default=None,
+                  help="step rounds also timed before the study (outside its wall; "
+                  "JAX's caches cleared after), so a long study is compared with the "
+                  "step speed on both sides of it; default: --step-repeats for studies "
+                  "of 1,000+ iterations, else 0")
   ap.add_argument("--torch-samples", type=int, default=2,
                   help="models per phase timed in the PyTorch loop (0: skip it)")
   ap.add_argument("--torch-steps", type=int, default=300,
@@ -437,22 +445,51 @@ def main(argv=None, t_start: float | None = None) -> dict:
     a.step_repeats, a.torch_samples = min(a.step_repeats, 1), min(a.torch_samples, 1)
     if a.cpu_devices == "auto":
       a.cpu_devices = "1"
+  def cpu_devices(config) -> int:
+    cores = os.cpu_count() or 1
+    return (int(a.cpu_devices) if a.cpu_devices != "auto"
+            else cores if largest_population(config) >= cores else 1)
+
+  def synthetic(config):
+    n_train, n_test = (int(x) for x in a.synthetic.split(","))
+    shape = tuple(int(x) for x in a.synthetic_shape.split(","))
+    return synthetic_data(config, n_train, n_test, shape)
+
+  # Outside the wall: the step speed before the study. A long study runs for many
+  # minutes, over which a shared VM's speed drifts (seen here: the same step at 12,000
+  # and 18,000 images/s within half an hour), so rounds on both sides of it bound the
+  # drift instead of comparing with one side only.
+  before, devices_set, pre_s = None, False, 0.0
+  first = load_config(a.config, a.set, a)
+  if a.step_before is None:
+    a.step_before = a.step_repeats if first.iterations >= 1000 else 0
+  if a.step_before > 0 and a.step_repeats > 0 and first.input == "device":
+    if cpu_devices(first) != 1:
+      engine.use_cpu_devices(cpu_devices(first))
+    devices_set = True
+    sd = driver.load_data(first, data=synthetic(first) if a.synthetic else None)
+    mesh = engine.model_mesh() if jax.device_count() > 1 else None
+    p = largest_population(first)
+    if mesh is not None:
+      p = max(p, jax.device_count())
+    before = step_benchmark(driver.make_trainer(first, sd), sd, p,
+                            min(first.chunk_steps, first.iterations), a.step_before, mesh)
+    del sd
+    jax.clear_caches()  # the study compiles its own programs, as a fresh process would
+    pre_s = time.time() - t_main
+    t_main = time.time()
   clock = PhaseClock(t_main)
   unlisten = clock.listen()
   try:
     with clock.phase("config"):
       config = load_config(a.config, a.set, a)
-      cores = os.cpu_count() or 1
-      n_dev = (int(a.cpu_devices) if a.cpu_devices != "auto"
-               else cores if largest_population(config) >= cores else 1)
-      if n_dev != 1:  # before JAX starts; changes nothing off CPU
+      n_dev = cpu_devices(config)
+      if n_dev != 1 and not devices_set:  # before JAX starts; changes nothing off CPU
         engine.use_cpu_devices(n_dev)
     data = None
     if a.synthetic:
       with clock.phase("data"):
-        n_train, n_test = (int(x) for x in a.synthetic.split(","))
-        shape = tuple(int(x) for x in a.synthetic_shape.split(","))
-        data = synthetic_data(config, n_train, n_test, shape)
+        data = synthetic(config)
     workdir = a.workdir or tempfile.mkdtemp(prefix="study_throughput_")
     if (pathlib.Path(workdir) / store_lib.DB_NAME).exists():
       raise ValueError(f"--workdir {workdir} already holds results: a rerun would skip "
@@ -469,8 +506,8 @@ def main(argv=None, t_start: float | None = None) -> dict:
   phases, compile_by_phase, funcs = clock.totals(t_end)
   wall = t_end - t_main
   if t_start is not None and t_start < t_main:
-    phases["startup"] = t_main - t_start
-    wall = t_end - t_start
+    phases["startup"] = t_main - t_start - pre_s
+    wall = t_end - t_start - pre_s
   phases["other"] = max(0.0, wall - sum(v for k, v in phases.items() if k != "other"))
   study_data = inst.captured["data"]
   specs = [s for c in cases(config) for s in model_specs(config, c)[0]]
@@ -507,9 +544,16 @@ def main(argv=None, t_start: float | None = None) -> dict:
     steps = min(config.chunk_steps, config.iterations)
     out.update(step_benchmark(inst.captured["trainer"], study_data, p, steps,
                               a.step_repeats, mesh))
-    out["ratio_end_to_end_vs_step"] = _sig(e2e / out["step_images_per_s"])
+    step = out["step_images_per_s"]
+    if before is not None:  # the step on both sides of the study: their mean
+      out["step_before_images_per_s"] = before["step_images_per_s"]
+      out["step_before_rounds"] = before["step_rounds"]
+      out["step_drift"] = _sig(step / before["step_images_per_s"])
+      step = (step + before["step_images_per_s"]) / 2
+      out["step_reference_images_per_s"] = _sig(step, 6)
+    out["ratio_end_to_end_vs_step"] = _sig(e2e / step)
     if train_ips is not None:
-      out["ratio_training_vs_step"] = _sig(train_ips / out["step_images_per_s"])
+      out["ratio_training_vs_step"] = _sig(train_ips / step)
   if a.torch_samples > 0:
     out.update(torch_reference(config, study_data, a.torch_samples, a.torch_steps,
                                a.torch_threads))
@@ -522,7 +566,13 @@ def main(argv=None, t_start: float | None = None) -> dict:
   for k, v in out["phases"].items():
     print(f"#   {k:12s} {v:9.2f} s  {100 * v / wall:5.1f}%")
   print(f"# compiles: {out['compiles']} ({', '.join(f'{k} x{n} {s:.1f}s' for k, (n, s) in list(out['compiled_functions'].items())[:6])})")
-  if "step_images_per_s" in out:
+  if "step_before_images_per_s" in out:
+    print(f"# step benchmark P={out['step_P']} before the study: "
+          f"{out['step_before_images_per_s']:,.0f} images/s, after: "
+          f"{out['step_images_per_s']:,.0f} (drift x{out['step_drift']:.2f}); "
+          f"end-to-end / their mean = {out['ratio_end_to_end_vs_step']:.3f}, training "
+          f"phase / their mean = {out.get('ratio_training_vs_step', float('nan')):.3f}")
+  elif "step_images_per_s" in out:
     print(f"# step benchmark P={out['step_P']}: {out['step_images_per_s']:,.0f} images/s; "
           f"end-to-end / step = {out['ratio_end_to_end_vs_step']:.3f}")
   if "torch_study_s" in out:

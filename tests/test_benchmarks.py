@@ -304,3 +304,17 @@ def test_cifar10_balanced_lease_script_trains_stores_and_brings_back_its_run(tmp
     rows = db.execute("SELECT method, base_lr FROM runs").fetchall()
   assert sorted(rows) == [("baseline", 0.05), ("baseline", 0.05)]
   assert (out / "run" / "study_config.json").is_file()
+
+
+def test_study_run_times_the_step_on_both_sides_and_compares_with_their_mean():
+  from benchmarks import study_throughput as st
+  last = st.main(["--quick", "--quiet", "--step-before", "1", "--torch-samples", "0"])
+  before, after = last["step_before_images_per_s"], last["step_images_per_s"]
+  assert before == max(last["step_before_rounds"]) > 0 and after > 0
+  assert last["step_drift"] == pytest.approx(after / before, rel=1e-3)
+  assert last["step_reference_images_per_s"] == pytest.approx((before + after) / 2, rel=1e-4)
+  assert last["ratio_end_to_end_vs_step"] == pytest.approx(
+      last["end_to_end_images_per_s"] / ((before + after) / 2), rel=1e-3)
+  # The study's own wall and compiles exclude the rounds before it (caches cleared).
+  assert sum(last["phases"].values()) <= last["wall_s"] + 1e-3
+  assert any("train_chunk" in name for name in last["compiled_functions"])
