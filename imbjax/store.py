@@ -50,7 +50,6 @@ Example::
 from __future__ import annotations
 
 import contextlib
-import csv
 import datetime
 import json
 import logging
@@ -121,7 +120,7 @@ REQUIRED_COLUMNS = frozenset(COLUMNS) - NULLABLE_COLUMNS - DEFAULTED_COLUMNS
 PROVENANCE_COLUMNS = frozenset({"group_id", "wall_time_s", "created_at"})
 STATUSES = ("ok", "diverged")
 
-# What each column means (`columns_markdown` writes it beside the CSV as
+# What each column means (`store_csv.columns_markdown` writes it beside the CSV as
 # results.columns.md). Metrics are fractions in [0, 1] on the test split.
 COLUMN_DOCS: dict[str, str] = {
     "run_key": "stable hash of everything that defines the row (dataset, model, case, "
@@ -192,26 +191,6 @@ def result_of_row(row: dict) -> dict:
                     if k not in PROVENANCE_EXTRA_KEYS}
   return out
 
-
-def columns_markdown() -> str:
-  """The Markdown of results.columns.md: one line per column of :data:`SCHEMA`."""
-  lines = [
-      "# Columns of results.csv and of table `runs` in results.sqlite", "",
-      "One row per trained-and-evaluated model. JSON columns hold JSON text; in the CSV "
-      "an empty field is NULL and `nan` is NaN. Load them with",
-      "",
-      "```python",
-      "import pandas as pd, sqlite3",
-      "df = pd.read_csv('WORKDIR/results.csv')",
-      "df = pd.read_sql('SELECT * FROM runs', sqlite3.connect('WORKDIR/results.sqlite'))",
-      "curves = pd.read_json('WORKDIR/metrics.jsonl', lines=True)  # one row per log point",
-      "```",
-      "",
-      "| column | type | meaning |", "|---|---|---|"]
-  lines += [f"| `{name}` | {sqltype}{' (JSON)' if name in JSON_COLUMNS else ''}"
-            f"{', nullable' if name in NULLABLE_COLUMNS else ''} | "
-            f"{COLUMN_DOCS[name]} |" for name, sqltype in SCHEMA]
-  return "\n".join(lines) + "\n"
 
 _log = logging.getLogger(__name__)
 
@@ -614,17 +593,10 @@ class ResultsStore:
     Returns:
       The path written.
     """
+    from imbjax import store_csv  # pylint: disable=g-import-not-at-top (it imports this)
     path = pathlib.Path(path) if path is not None else self.workdir / CSV_NAME
-    path.parent.mkdir(parents=True, exist_ok=True)
-    lines = _CsvLines()
-    writer = csv.writer(lines, lineterminator="\n")
-    writer.writerow(COLUMNS)
     sql = f"SELECT {', '.join(COLUMNS)} FROM {TABLE} ORDER BY rowid"
-    for values in self._conn.execute(sql):
-      writer.writerow([_csv_field(n, v) for n, v in zip(COLUMNS, values)])
-    _atomic_write_text(path, "".join(lines.parts))
-    _atomic_write_text(path.with_name(path.stem + ".columns.md"), columns_markdown())
-    return path
+    return store_csv.write_csv(self._conn.execute(sql), path)
 
   # -- copying ------------------------------------------------------------------------
 
@@ -701,25 +673,6 @@ def read_rows(workdir: str | os.PathLike) -> list[dict[str, Any]]:
     raise ValueError(f"workdir {str(workdir)!r} holds no {DB_NAME}")
   with ResultsStore(workdir) as st:
     return st.rows()
-
-
-class _CsvLines:
-  """A write()-able list of strings for csv.writer."""
-
-  def __init__(self):
-    self.parts: list[str] = []
-
-  def write(self, s: str) -> None:
-    self.parts.append(s)
-
-
-def _csv_field(name: str, value: Any) -> str:
-  if value is None:
-    is_nan = SQL_TYPES[name] == "REAL" and name not in NULLABLE_COLUMNS
-    return "nan" if is_nan else ""
-  if isinstance(value, float):
-    return repr(value)
-  return str(value)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
