@@ -293,6 +293,17 @@ def step_benchmark(trainer, data, p: int, steps: int, repeats: int, mesh) -> dic
           "step_P": p, "step_steps": steps, "step_first_call_s": round(run.first_call_s, 3)}
 
 
+def study_step(trainer, config, data, repeats: int) -> dict:
+  """`step_benchmark` for the study's largest population (at least a model per device),
+  batch and chunk length, sharded as the study shards it."""
+  mesh = engine.model_mesh() if jax.device_count() > 1 else None
+  p = largest_population(config)
+  if mesh is not None:
+    p = max(p, jax.device_count())
+  return step_benchmark(trainer, data, p, min(config.chunk_steps, config.iterations),
+                        repeats, mesh)
+
+
 def _output_params(net, model: str):
   import torch
   if model == "lenet5":
@@ -468,12 +479,7 @@ def main(argv=None, t_start: float | None = None) -> dict:
       engine.use_cpu_devices(cpu_devices(first))
     devices_set = True
     sd = driver.load_data(first, data=synthetic(first) if a.synthetic else None)
-    mesh = engine.model_mesh() if jax.device_count() > 1 else None
-    p = largest_population(first)
-    if mesh is not None:
-      p = max(p, jax.device_count())
-    before = step_benchmark(driver.make_trainer(first, sd), sd, p,
-                            min(first.chunk_steps, first.iterations), a.step_before, mesh)
+    before = study_step(driver.make_trainer(first, sd), first, sd, a.step_before)
     del sd
     jax.clear_caches()  # the study compiles its own programs, as a fresh process would
     pre_s = time.time() - t_main
@@ -537,13 +543,7 @@ def main(argv=None, t_start: float | None = None) -> dict:
     a.step_repeats = a.torch_samples = 0
     out["note"] = "input='stream': no step benchmark or PyTorch loop"
   if a.step_repeats > 0:
-    mesh = engine.model_mesh() if jax.device_count() > 1 else None
-    p = largest_population(config)
-    if mesh is not None:
-      p = max(p, jax.device_count())
-    steps = min(config.chunk_steps, config.iterations)
-    out.update(step_benchmark(inst.captured["trainer"], study_data, p, steps,
-                              a.step_repeats, mesh))
+    out.update(study_step(inst.captured["trainer"], config, study_data, a.step_repeats))
     step = out["step_images_per_s"]
     if before is not None:  # the step on both sides of the study: their mean
       out["step_before_images_per_s"] = before["step_images_per_s"]
