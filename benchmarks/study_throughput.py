@@ -442,6 +442,10 @@ def main(argv=None, t_start: float | None = None) -> dict:
   ap.add_argument("--torch-threads", type=int, default=None,
                   help="PyTorch's intra-op threads (default: one per core)")
   ap.add_argument("--quiet", action="store_true", help="no driver progress lines")
+  ap.add_argument("--compilation-cache", dest="compilation_cache", default=None,
+                  help="as experiments.sweep's --compilation_cache; default: JAX's own "
+                  "setting (no cache unless JAX_COMPILATION_CACHE_DIR is set), so the "
+                  "study pays its compiles as a first run does")
   ap.add_argument("--quick", action="store_true",
                   help="one case and model, 6 iterations in chunks of 3, one step round, "
                   "one torch model (a smoke test; JAX may already be running)")
@@ -456,6 +460,9 @@ def main(argv=None, t_start: float | None = None) -> dict:
     a.step_repeats, a.torch_samples = min(a.step_repeats, 1), min(a.torch_samples, 1)
     if a.cpu_devices == "auto":
       a.cpu_devices = "1"
+  cache = (jax.config.jax_compilation_cache_dir if a.compilation_cache is None
+           else engine.use_compilation_cache(a.compilation_cache))
+
   def cpu_devices(config) -> int:
     cores = os.cpu_count() or 1
     return (int(a.cpu_devices) if a.cpu_devices != "auto"
@@ -521,6 +528,7 @@ def main(argv=None, t_start: float | None = None) -> dict:
   e2e = images / wall
   train_ips = images / phases["training"] if phases.get("training") else None
   out = {
+      "compilation_cache": cache,
       "config": os.path.relpath(a.config), "dataset": config.dataset, "model": config.model,
       "backend": jax.default_backend(), "devices": jax.device_count(),
       "iterations": config.iterations, "batch_size": config.batch_size,

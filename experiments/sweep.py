@@ -80,6 +80,12 @@ _CPU_DEVICES = flags.DEFINE_string(
     "ran the main job in 1:57 against 2:27 min; one model alone ran 1.4x faster on one "
     "two-threaded device. How many single-threaded devices there are does not change a "
     "model's results.")
+_COMPILATION_CACHE = flags.DEFINE_string(
+    "compilation_cache", "auto", "Where compiled XLA programs are kept, so a rerun "
+    "skips its compiles (the quickstart's 22 s of compiling became 4 s on 2 cores); "
+    "results are the same bit for bit. auto (default): JAX_COMPILATION_CACHE_DIR if "
+    "set, else $IMBJAX_CACHE_DIR or ~/.cache/imbjax, per machine; none: no cache; or a "
+    "directory (kept private: one that others can write is refused).")
 
 
 def cpu_devices(flag: str, config) -> int:
@@ -195,6 +201,8 @@ def main(argv):
 
 
 def _run(config, workdir):
+  cache = engine.use_compilation_cache(_COMPILATION_CACHE.value)
+  print(f"compilation cache: {cache or 'none'}")
   n = cpu_devices(_CPU_DEVICES.value, config)
   if n != 1:
     engine.use_cpu_devices(n)

@@ -35,7 +35,7 @@ Typical use (see `train.py` for the study driver)::
 
 from imbjax.engine.devices import (COMPUTE_DTYPES, MODEL_AXIS, chunk_mesh, fetch,
                                    model_mesh, model_shards, place, resolve_compute_dtype,
-                                   use_cpu_devices)
+                                   use_compilation_cache, use_cpu_devices)
 from imbjax.engine.loop import (TRACE_COUNT, block_size, eval_block, fine_tune, fit,
                                 predict, train_chunk, train_chunk_streamed)
 from imbjax.engine.state import (Member, TrainData, TrainState, make_member,
