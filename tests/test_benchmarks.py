@@ -320,3 +320,24 @@ def test_study_run_times_the_step_on_both_sides_and_compares_with_their_mean():
   # The study's own wall and compiles exclude the rounds before it (caches cleared).
   assert sum(last["phases"].values()) <= last["wall_s"] + 1e-3
   assert any("train_chunk" in name for name in last["compiled_functions"])
+
+
+def test_resnet_layers_lists_every_convolution_of_the_network_with_its_shape():
+  import jax
+  import jax.numpy as jnp
+  from benchmarks import resnet_layers
+  from imbjax import models
+  net = models.get("resnet10", num_classes=10, conv_impl="im2col")
+  shapes = jax.eval_shape(lambda x: net.init(jax.random.key(0), x, train=False),
+                          jnp.zeros((1, 64, 64, 3)))["params"]
+  kernels = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(shapes)[0]:
+    if path[-1].key == "kernel" and leaf.ndim == 4:
+      kernels[tuple(p.key for p in path[:-1])] = leaf.shape
+  specs = resnet_layers.layers(64)
+  assert len(specs) == len(kernels) == 12  # stem, 4 x 2 convolutions, 3 projections
+  got = sorted((k, k, c_in, c_out) for _, _, c_in, c_out, k, _, _ in specs)
+  assert got == sorted(kernels.values())
+  sides = {name: side for name, side, *_ in specs}
+  assert sides["stem 7x7/2"] == 64 and sides["stage1 conv1 3x3/1"] == 16
+  assert sides["stage4 conv2 3x3/1"] == 2  # 64 -> 32 (stem) -> 16 (pool) -> 16, 8, 4, 2
