@@ -341,3 +341,15 @@ def test_resnet_layers_lists_every_convolution_of_the_network_with_its_shape():
   sides = {name: side for name, side, *_ in specs}
   assert sides["stem 7x7/2"] == 64 and sides["stage1 conv1 3x3/1"] == 16
   assert sides["stage4 conv2 3x3/1"] == 2  # 64 -> 32 (stem) -> 16 (pool) -> 16, 8, 4, 2
+
+
+def test_eval_batch_reports_speed_and_whether_the_logits_move(capsys):
+  from benchmarks import eval_batch
+  out = eval_batch.main(["--batches", "40,20", "--models", "2", "--examples", "40",
+                         "--repeats", "1"])
+  assert set(out) == {40, 20}
+  assert out[40]["equal"] and out[40]["max_abs_diff"] == 0.0 and out[40]["ratio"] > 0
+  assert out[20]["max_abs_diff"] < 1e-4  # another batch: the same logits to float rounding
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]).keys() == {"40", "20"}
+  with pytest.raises(SystemExit, match="--batches must be positive"):
+    eval_batch.main(["--batches", "0"])
