@@ -13,7 +13,9 @@ The changes, and how a variant turns one off (patching the library from here):
   population it trains (its first chunk then compiles a second program);
 * ``outputs_only``: phase 2 runs the full backward pass, masked, as before;
 * ``reuse_test_logits``: the test split is evaluated again for the row after the last
-  log point's curve evaluation of the same examples.
+  log point's curve evaluation of the same examples;
+* ``frozen_prefix``: phase 2's log points evaluate the whole network, not the output
+  layers on the frozen layers' cached output (`study.inputs.FrozenPrefix`).
 
 (TensorBoard without TensorFlow, the fourth change, is an import and cannot be undone in
 one process: `study_throughput` times TensorBoard's phase and start-up.)
@@ -44,7 +46,7 @@ from imbjax import store as store_lib
 from imbjax.engine import loop as loop_lib
 from imbjax.study import inputs as inputs_lib
 
-CHANGES = ("shard_like", "outputs_only", "reuse_test_logits")
+CHANGES = ("shard_like", "outputs_only", "reuse_test_logits", "frozen_prefix")
 PHASES = ("compile", "training", "curves", "evaluation")
 
 
@@ -59,6 +61,8 @@ def without(change: str | None):
       "outputs_only": (loop_lib, "all_output_only", lambda members: False),
       "reuse_test_logits": (inputs_lib.DeviceInputs, "same_examples",
                             lambda self, a, b: False),
+      "frozen_prefix": (inputs_lib.DeviceInputs, "frozen_prefix",
+                        lambda self, trainer, members: None),
   }[change]
   saved = getattr(owner, name)
   setattr(owner, name, replacement)

@@ -255,7 +255,7 @@ def test_study_ab_runs_each_variant_and_finds_no_change_in_the_rows(capsys):
   stored number), the ratios from the measured walls."""
   from benchmarks import study_ab
   # shard_like is a no-op on this test's one device: its variant is left out.
-  changes = ["outputs_only", "reuse_test_logits"]
+  changes = ["outputs_only", "reuse_test_logits", "frozen_prefix"]
   result = study_ab.main(["--quick", "--rounds", "1", "--changes", ",".join(changes),
                           "--set", "methods=('oversampling', 'two_phase_oversampling')"])
   last = json.loads(capsys.readouterr().out.strip().splitlines()[-1])

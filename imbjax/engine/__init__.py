@@ -36,8 +36,9 @@ Typical use (see `train.py` for the study driver)::
 from imbjax.engine.devices import (COMPUTE_DTYPES, MODEL_AXIS, chunk_mesh, fetch,
                                    model_mesh, model_shards, place, resolve_compute_dtype,
                                    use_compilation_cache, use_cpu_devices)
-from imbjax.engine.loop import (TRACE_COUNT, block_size, eval_block, fine_tune, fit,
-                                predict, train_chunk, train_chunk_streamed)
+from imbjax.engine.loop import (TRACE_COUNT, all_output_only, block_size, eval_block,
+                                fine_tune, fit, predict, predict_heads,
+                                train_chunk, train_chunk_streamed)
 from imbjax.engine.state import (Member, TrainData, TrainState, make_member,
                                  pad_population, population_size, stack_members)
 from imbjax.engine.step import (batch_indices, check_output_only, init_population,

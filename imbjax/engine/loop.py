@@ -9,6 +9,7 @@ from typing import Callable, Sequence
 import jax
 import numpy as np
 import jax.numpy as jnp
+from flax import linen as nn
 from jax.sharding import PartitionSpec
 
 from imbjax.engine.devices import MODEL_AXIS, chunk_mesh, fetch, shard_like
@@ -122,14 +123,43 @@ def eval_block(trainer: Trainer) -> int:
   return 1 if jax.default_backend() == "cpu" else 32
 
 
-def _predict_local(trainer, params, batch_stats, images, batch_size, indices=None):
+def _apply(trainer, variables, x, head=None):
+  """The model in eval mode on `x`: logits; with ``head='both'``, (logits, the input of
+  its first output layer); with an array `head`, logits with that array fed to the
+  first output layer in place of what the layers before it compute (those are then
+  unused, and XLA drops them)."""
+  module = trainer.module()
+  if head is None:
+    return module.apply(variables, x, train=False)
+  outputs, seen = set(trainer.output_layers), []
+
+  def intercept(next_fun, args, kwargs, context):
+    path = context.module.path
+    if (not seen and len(path) == 1 and path[0] in outputs
+        and context.method_name == "__call__"):
+      if not isinstance(head, str):
+        args = (head.astype(args[0].dtype),) + tuple(args[1:])
+      seen.append(args[0])
+    return next_fun(*args, **kwargs)
+
+  with nn.intercept_methods(intercept):
+    out = module.apply(variables, x, train=False)
+  if not seen:
+    raise ValueError(f"the model never called an output layer {sorted(outputs)} at the "
+                     f"top level, so its head inputs are undefined")
+  return (out, seen[0].astype(jnp.float32)) if isinstance(head, str) else out
+
+
+def _predict_local(trainer, params, batch_stats, images, batch_size, indices=None,
+                   head=None):
   """One device's models, in blocks of `eval_block` (padded by repeating the last).
 
   With `indices` ([P, n]), model p sees ``images[indices[p]]`` (its own examples);
-  without, every model sees all of `images`.
+  without, every model sees all of `images`. ``head='both'``: (logits, the first
+  output layer's inputs); ``head='given'``: `images` are those inputs, per model
+  ([P, N, ...]), and only the output layers are evaluated.
   """
   TRACE_COUNT["predict"] += 1
-  module = trainer.module()
 
   def batches(x):
     n = x.shape[0]
@@ -137,36 +167,47 @@ def _predict_local(trainer, params, batch_stats, images, batch_size, indices=Non
     x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
     return x.reshape((-1, batch_size) + x.shape[1:]), n
 
-  def one_model(p, bs, idx):
+  def one_model(p, bs, idx, own):
     variables = {"params": p}
     if trainer.has_batch_stats:
       variables["batch_stats"] = bs
-    x, n = batches(images if idx is None else images[idx])
+    if head == "given":
+      x, n = batches(own)
+      # The layers before the output layers see zeros and are dropped as unused.
+      dummy = jnp.zeros((batch_size,) + tuple(trainer.input_shape), jnp.float32)
 
-    def body(_, xb):
-      return None, module.apply(variables, xb, train=False).astype(jnp.float32)
+      def body(_, hb):
+        return None, _apply(trainer, variables, dummy, hb).astype(jnp.float32)
+    else:
+      x, n = batches(images if idx is None else images[idx])
+
+      def body(_, xb):
+        out = _apply(trainer, variables, xb, head)
+        return None, (jax.tree.map(lambda a: a.astype(jnp.float32), out))
 
     _, out = jax.lax.scan(body, None, x)
-    return out.reshape((-1, out.shape[-1]))[:n]
+    return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:n], out)
 
   p = population_size(params)
   block = min(eval_block(trainer), p)
   extra = (-p) % block
-  tree = (params, batch_stats, indices)
+  own = images if head == "given" else None
+  tree = (params, batch_stats, indices, own)
   if extra:
     tree = jax.tree.map(lambda a: jnp.concatenate([a, jnp.repeat(a[-1:], extra, 0)]), tree)
   blocks = jax.tree.map(lambda a: a.reshape((-1, block) + a.shape[1:]), tree)
   out = jax.lax.map(lambda t: jax.vmap(one_model)(*t), blocks)
-  return out.reshape((-1,) + out.shape[2:])[:p]
+  return jax.tree.map(lambda a: a.reshape((-1,) + a.shape[2:])[:p], out)
 
 
-def _predict(trainer, params, batch_stats, images, indices, batch_size, mesh):
+def _predict(trainer, params, batch_stats, images, indices, batch_size, mesh, head=None):
   if mesh is None:
-    return _predict_local(trainer, params, batch_stats, images, batch_size, indices)
+    return _predict_local(trainer, params, batch_stats, images, batch_size, indices, head)
   model = PartitionSpec(MODEL_AXIS)
-  local = functools.partial(_predict_local, trainer, batch_size=batch_size)
+  local = functools.partial(_predict_local, trainer, batch_size=batch_size, head=head)
+  per_model_images = model if head == "given" else PartitionSpec()
   if indices is None:
-    return jax.shard_map(local, mesh=mesh, in_specs=(model, model, PartitionSpec()),
+    return jax.shard_map(local, mesh=mesh, in_specs=(model, model, per_model_images),
                          out_specs=model, check_vma=False)(params, batch_stats, images)
   return jax.shard_map(
       lambda p, b, x, i: local(p, b, x, indices=i), mesh=mesh,
@@ -174,11 +215,11 @@ def _predict(trainer, params, batch_stats, images, indices, batch_size, mesh):
       check_vma=False)(params, batch_stats, images, indices)
 
 
-_predict_jit = jax.jit(_predict, static_argnums=(0, 5, 6))
+_predict_jit = jax.jit(_predict, static_argnums=(0, 5, 6, 7))
 
 
 def predict(trainer: Trainer, state: TrainState, images, *, batch_size: int = 500,
-            indices=None):
+            indices=None, with_head_inputs: bool = False):
   """Logits of every model on `images`: [P, N, C].
 
   Each model sees the examples in batches of `batch_size` (fixed per model, so a model's
@@ -192,13 +233,34 @@ def predict(trainer: Trainer, state: TrainState, images, *, batch_size: int = 50
     batch_size: examples per model per evaluation step.
     indices: optional int [P, n]: model p is evaluated on ``images[indices[p]]``; the
       result is then [P, n, C].
+    with_head_inputs: also return what each model's first output layer receives (the
+      trainer's `output_layers`), [P, N, ...], as (logits, head inputs); with
+      `predict_heads`, a population whose other layers are frozen (phase 2) is then
+      evaluated again at the cost of its output layers alone. The logits are those of
+      the same call without it, bit for bit.
   """
   n = images.shape[0] if indices is None else indices.shape[-1]
   if indices is not None:
     indices = jnp.asarray(indices, jnp.int32) if not isinstance(indices, jax.Array) \
         else indices
   return _predict_jit(trainer, state.params, state.batch_stats, images, indices,
-                      min(batch_size, n), chunk_mesh(state.params))
+                      min(batch_size, n), chunk_mesh(state.params),
+                      "both" if with_head_inputs else None)
+
+
+def predict_heads(trainer: Trainer, state: TrainState, inputs, *, batch_size: int = 500):
+  """Logits [P, N, C] of every model from its own head inputs ([P, N, ...], as
+  `predict(..., with_head_inputs=True)` returns them).
+
+  Only the output layers run (the layers before are given zeros and dropped), in the
+  batches of `predict` with the same `batch_size`. It equals `predict` on the images
+  the inputs came from while the layers before the output layers are unchanged and the
+  model has no batch statistics (eval mode then reads no state those layers could
+  change); the caller checks that (the study compares both at its first and last log
+  points of a phase).
+  """
+  return _predict_jit(trainer, state.params, state.batch_stats, inputs, None,
+                      min(batch_size, inputs.shape[1]), chunk_mesh(state.params), "given")
 
 
 def _train_chunk_streamed(trainer, state, members, images, labels):

@@ -162,6 +162,10 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
   placed = engine.place(stacked, mesh)
   train_data = inputs.train_data(members + [members[-1]] * pad, seeds + [seeds[-1]] * pad)
   every = log_every(config)
+  # Phase 2 (only the output layers train): log points evaluate the output layers alone.
+  frozen = None
+  if init is not None and hasattr(inputs, "frozen_prefix"):
+    frozen = inputs.frozen_prefix(trainer, placed)
   curve_idx = None
   if cases[specs[0].case].curve is not None:
     curve_idx = np.stack([cases[s.case].curve for s in specs + [specs[-1]] * pad])
@@ -190,14 +194,18 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
       return
     point = {"batch_acc": np.asarray(m["accuracy"])[:size].tolist(),
              "loss": np.asarray(m["loss"])[:size].tolist()}
-    logits = inputs.logits(trainer, state, "curve", size)
-    if step_done == config.iterations and inputs.same_examples("curve", "test"):
+    final = step_done == config.iterations
+    logits = (inputs.logits(trainer, state, "curve", size) if frozen is None else
+              frozen.logits(state, "curve", size, last=final))
+    if final and inputs.same_examples("curve", "test"):
       final_test.append(logits)  # the row's test logits: not evaluated twice
     if logits is not None:  # test accuracy at log points (paper Figure 8)
       point["test_acc"] = (np.argmax(logits, -1) ==
                            inputs.labels["curve"][None]).mean(-1).tolist()
     if curve_idx is not None:
-      train_logits = inputs.logits_of(trainer, state, curve_idx, size)
+      train_logits = (
+          inputs.logits_of(trainer, state, curve_idx, size) if frozen is None else
+          frozen.logits(state, "curve_train", size, indices=curve_idx, last=final))
       if train_logits is not None:
         point["train_acc"] = [balanced_accuracy(train_logits[i], curve_labels[i],
                                                 curve_mask[i]) for i in range(size)]

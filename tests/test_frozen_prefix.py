@@ -1,0 +1,166 @@
+"""Phase 2's log points on the output layers alone: `engine.predict(...,
+with_head_inputs=True)`, `engine.predict_heads` and `study.inputs.FrozenPrefix`,
+against the whole network."""
+
+import types
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import linen as nn
+
+from imbjax import engine
+from imbjax.study import inputs as inputs_lib
+
+
+class Skip(nn.Module):
+  """The output layer's result is added to something computed before it: the logits
+  depend on the frozen layers through more than the output layer's input."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = nn.relu(nn.Dense(16, name="hidden")(x.reshape(x.shape[0], -1)))
+    return nn.Dense(4, name="head")(h) + h[:, :4]
+
+
+class _Projection(nn.Module):
+  @nn.compact
+  def project(self, x):
+    return nn.Dense(4)(x)
+
+
+class NoHeadCall(nn.Module):
+  """Its output layer runs through another method than `__call__`: no head input."""
+
+  def setup(self):
+    self.head = _Projection()
+
+  def __call__(self, x, train: bool = False):
+    return self.head.project(x.reshape(x.shape[0], -1))
+
+
+def _population(trainer, n=3, output_only=True):
+  labels = np.arange(40) % trainer.num_classes
+  members = engine.stack_members([
+      engine.make_member(jax.random.key(i), np.arange(40), trainer.num_classes,
+                         plan_labels=labels, base_lr=0.01, output_only=output_only)
+      for i in range(n)])
+  return members, engine.init_population(trainer, members)
+
+
+def _images(n, shape=(28, 28, 1), seed=0):
+  return jnp.asarray(np.random.default_rng(seed).random((n, *shape), np.float32))
+
+
+def test_output_layers_on_cached_inputs_equal_the_whole_lenet5_bit_for_bit():
+  trainer = engine.Trainer(batch_size=8, total_steps=10)
+  _, state = _population(trainer)
+  x = _images(50)
+  want = engine.predict(trainer, state, x, batch_size=20)
+  logits, heads = engine.predict(trainer, state, x, batch_size=20, with_head_inputs=True)
+  assert heads.shape == (3, 50, 500)  # fc2's input: fc1's 500 ReLU outputs
+  np.testing.assert_array_equal(logits, want)
+  np.testing.assert_array_equal(engine.predict_heads(trainer, state, heads, batch_size=20),
+                                want)
+  # Each model on its own examples (the curves' training samples).
+  idx = jnp.asarray(np.random.default_rng(1).integers(0, 50, (3, 30)), jnp.int32)
+  _, heads = engine.predict(trainer, state, x, indices=idx, batch_size=20,
+                            with_head_inputs=True)
+  np.testing.assert_array_equal(engine.predict_heads(trainer, state, heads, batch_size=20),
+                                engine.predict(trainer, state, x, indices=idx,
+                                               batch_size=20))
+
+
+def test_a_model_that_calls_no_output_layer_is_refused_by_name():
+  trainer = engine.Trainer(model=NoHeadCall(), num_classes=4, batch_size=8,
+                           total_steps=10, input_shape=(4, 4, 1), output_layers=("head",))
+  _, state = _population(trainer, output_only=False)
+  with pytest.raises(ValueError, match=r"never called an output layer \['head'\]"):
+    engine.predict(trainer, state, _images(6, (4, 4, 1)), batch_size=6,
+                   with_head_inputs=True)
+
+
+class _Inputs:
+  """The parts of `DeviceInputs` that `FrozenPrefix` reads, over real predictions."""
+
+  def __init__(self, trainer, images):
+    self.config = types.SimpleNamespace(eval_batch_size=16)
+    self.images = {"curve": images}
+    self.train_images = images
+    self.full_calls = 0
+
+  def logits(self, trainer, state, split, size):
+    self.full_calls += 1
+    return np.asarray(engine.predict(trainer, state, self.images[split],
+                                     batch_size=16))[:size]
+
+  def logits_of(self, trainer, state, indices, size):
+    self.full_calls += 1
+    return np.asarray(engine.predict(trainer, state, self.train_images, indices=indices,
+                                     batch_size=16))[:size]
+
+
+def _move_output_layer(state, name):
+  params = dict(state.params)
+  params[name] = jax.tree.map(lambda a: a * 1.5 + 0.01, params[name])
+  return state.replace(params=params)
+
+
+def test_frozen_prefix_checks_its_first_and_last_points_and_evaluates_heads_between():
+  trainer = engine.Trainer(batch_size=8, total_steps=10)
+  members, state = _population(trainer)
+  fake = _Inputs(trainer, _images(40))
+  frozen = inputs_lib.DeviceInputs.frozen_prefix(fake, trainer, members)
+  frozen.inputs = fake
+  idx = jnp.asarray(np.random.default_rng(2).integers(0, 40, (3, 24)), jnp.int32)
+  for point in range(4):
+    state = _move_output_layer(state, "fc2")  # the output layer trains; fc1 is frozen
+    last = point == 3
+    for split, indices in (("curve", None), ("curve_train", idx)):
+      got = frozen.logits(state, split, 2, indices=indices, last=last)
+      want = (fake.logits(trainer, state, "curve", 2) if indices is None
+              else fake.logits_of(trainer, state, indices, 2))
+      np.testing.assert_array_equal(got, want)
+      fake.full_calls -= 1  # the reference call above
+  assert not frozen.off
+  assert fake.full_calls == 0  # whole-network logits came with the head inputs
+
+
+def test_frozen_prefix_turns_itself_off_where_the_heads_do_not_give_the_logits():
+  trainer = engine.Trainer(model=Skip(), num_classes=4, batch_size=8, total_steps=10,
+                           input_shape=(4, 4, 1), output_layers=("head",))
+  members, state = _population(trainer)
+  fake = _Inputs(trainer, _images(20, (4, 4, 1)))
+  frozen = inputs_lib.DeviceInputs.frozen_prefix(fake, trainer, members)
+  frozen.inputs = fake
+  first = frozen.logits(state, "curve", 3, last=False)
+  assert frozen.off  # the check at the first point failed
+  np.testing.assert_array_equal(first, fake.logits(trainer, state, "curve", 3))
+  state = _move_output_layer(state, "head")
+  np.testing.assert_array_equal(frozen.logits(state, "curve", 3, last=False),
+                                fake.logits(trainer, state, "curve", 3))
+
+
+def test_frozen_prefix_raises_when_the_frozen_layers_moved_by_the_last_point():
+  trainer = engine.Trainer(batch_size=8, total_steps=10)
+  members, state = _population(trainer)
+  fake = _Inputs(trainer, _images(30))
+  frozen = inputs_lib.DeviceInputs.frozen_prefix(fake, trainer, members)
+  frozen.inputs = fake
+  frozen.logits(state, "curve", 3, last=False)
+  with pytest.raises(RuntimeError, match="other logits on 'curve' at the last log point"):
+    frozen.logits(_move_output_layer(state, "fc1"), "curve", 3, last=True)
+
+
+def test_frozen_prefix_only_for_output_only_phases_without_batch_statistics():
+  lenet = engine.Trainer(batch_size=8, total_steps=10)
+  members, _ = _population(lenet, output_only=False)
+  assert inputs_lib.DeviceInputs.frozen_prefix(None, lenet, members) is None
+  resnet = engine.Trainer(model="resnet10", num_classes=4, batch_size=2, total_steps=10,
+                          input_shape=(32, 32, 3))
+  labels = np.arange(8) % 4
+  members = engine.stack_members([engine.make_member(
+      jax.random.key(0), np.arange(8), 4, plan_labels=labels, base_lr=0.01,
+      output_only=True)])
+  assert inputs_lib.DeviceInputs.frozen_prefix(None, resnet, members) is None
