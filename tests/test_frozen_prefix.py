@@ -101,6 +101,13 @@ class _Inputs:
                                      batch_size=16))[:size]
 
 
+def _frozen(trainer, images):
+  """A phase-2 population, its fake inputs over `images`, and its `FrozenPrefix`."""
+  members, state = _population(trainer)
+  fake = _Inputs(trainer, images)
+  return state, fake, inputs_lib.DeviceInputs.frozen_prefix(fake, trainer, members)
+
+
 def _move_output_layer(state, name):
   params = dict(state.params)
   params[name] = jax.tree.map(lambda a: a * 1.5 + 0.01, params[name])
@@ -109,10 +116,7 @@ def _move_output_layer(state, name):
 
 def test_frozen_prefix_checks_its_first_and_last_points_and_evaluates_heads_between():
   trainer = engine.Trainer(batch_size=8, total_steps=10)
-  members, state = _population(trainer)
-  fake = _Inputs(trainer, _images(40))
-  frozen = inputs_lib.DeviceInputs.frozen_prefix(fake, trainer, members)
-  frozen.inputs = fake
+  state, fake, frozen = _frozen(trainer, _images(40))
   idx = jnp.asarray(np.random.default_rng(2).integers(0, 40, (3, 24)), jnp.int32)
   for point in range(4):
     state = _move_output_layer(state, "fc2")  # the output layer trains; fc1 is frozen
@@ -130,10 +134,7 @@ def test_frozen_prefix_checks_its_first_and_last_points_and_evaluates_heads_betw
 def test_frozen_prefix_turns_itself_off_where_the_heads_do_not_give_the_logits():
   trainer = engine.Trainer(model=Skip(), num_classes=4, batch_size=8, total_steps=10,
                            input_shape=(4, 4, 1), output_layers=("head",))
-  members, state = _population(trainer)
-  fake = _Inputs(trainer, _images(20, (4, 4, 1)))
-  frozen = inputs_lib.DeviceInputs.frozen_prefix(fake, trainer, members)
-  frozen.inputs = fake
+  state, fake, frozen = _frozen(trainer, _images(20, (4, 4, 1)))
   first = frozen.logits(state, "curve", 3, last=False)
   assert frozen.off  # the check at the first point failed
   np.testing.assert_array_equal(first, fake.logits(trainer, state, "curve", 3))
@@ -144,10 +145,7 @@ def test_frozen_prefix_turns_itself_off_where_the_heads_do_not_give_the_logits()
 
 def test_frozen_prefix_raises_when_the_frozen_layers_moved_by_the_last_point():
   trainer = engine.Trainer(batch_size=8, total_steps=10)
-  members, state = _population(trainer)
-  fake = _Inputs(trainer, _images(30))
-  frozen = inputs_lib.DeviceInputs.frozen_prefix(fake, trainer, members)
-  frozen.inputs = fake
+  state, _, frozen = _frozen(trainer, _images(30))
   frozen.logits(state, "curve", 3, last=False)
   with pytest.raises(RuntimeError, match="other logits on 'curve' at the last log point"):
     frozen.logits(_move_output_layer(state, "fc1"), "curve", 3, last=True)
