@@ -201,7 +201,10 @@ def main(argv):
 
 
 def _run(config, workdir):
-  cache = engine.use_compilation_cache(_COMPILATION_CACHE.value)
+  try:
+    cache = engine.use_compilation_cache(_COMPILATION_CACHE.value)
+  except ValueError as e:
+    raise app.UsageError(f"--compilation_cache: {e}") from e
   print(f"compilation cache: {cache or 'none'}")
   n = cpu_devices(_CPU_DEVICES.value, config)
   if n != 1:

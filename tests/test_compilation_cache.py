@@ -83,3 +83,13 @@ def test_a_directory_others_can_write_is_refused(tmp_path, caplog):
 def test_bad_values_name_what_is_accepted(bad):
   with pytest.raises(ValueError, match=r"'auto', 'none' or a directory, got"):
     engine.use_compilation_cache(bad)
+
+
+def test_the_sweep_binary_refuses_an_empty_cache_flag_by_name(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep", "--compilation_cache=",
+       f"--workdir={tmp_path / 'w'}"], cwd=_ROOT, env=_env(tmp_path), capture_output=True,
+      text=True, timeout=300)
+  assert proc.returncode != 0
+  assert ("--compilation_cache: compilation cache must be 'auto', 'none' or a directory, "
+          "got ''") in proc.stderr + proc.stdout
