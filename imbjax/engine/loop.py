@@ -236,8 +236,8 @@ def predict(trainer: Trainer, state: TrainState, images, *, batch_size: int = 50
     with_head_inputs: also return what each model's first output layer receives (the
       trainer's `output_layers`), [P, N, ...], as (logits, head inputs); with
       `predict_heads`, a population whose other layers are frozen (phase 2) is then
-      evaluated again at the cost of its output layers alone. The logits are those of
-      the same call without it, bit for bit.
+      evaluated again at the cost of its output layers alone. The logits equal those
+      of the same call without it (bit for bit on CPU: tests/test_frozen_prefix.py).
   """
   n = images.shape[0] if indices is None else indices.shape[-1]
   if indices is not None:
