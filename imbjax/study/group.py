@@ -163,9 +163,7 @@ def train_phase(config, trainer, inputs, specs, members, *, phase: int, mesh, pr
   train_data = inputs.train_data(members + [members[-1]] * pad, seeds + [seeds[-1]] * pad)
   every = log_every(config)
   # Phase 2 (only the output layers train): log points evaluate the output layers alone.
-  frozen = None
-  if init is not None and hasattr(inputs, "frozen_prefix"):
-    frozen = inputs.frozen_prefix(trainer, placed)
+  frozen = None if init is None else inputs.frozen_prefix(trainer, placed)
   curve_idx = None
   if cases[specs[0].case].curve is not None:
     curve_idx = np.stack([cases[s.case].curve for s in specs + [specs[-1]] * pad])

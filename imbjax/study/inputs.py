@@ -6,7 +6,8 @@ Both forms answer the same two questions, so a group never asks which one it has
 first `size` models on 'test', 'val' or 'curve' (the test examples scored at log
 points for Figure 8), or None when the input has no such split; `same_examples(a, b)`
 says when two splits are one (the whole test split as the curve's), so a group scores
-it once at the last log point.
+it once at the last log point; `frozen_prefix(trainer, members)` gives a phase whose
+models train only their output layers a cheaper way to its log points, or None.
 """
 
 from __future__ import annotations
@@ -156,6 +157,10 @@ class StreamInputs:
 
   def logits_of(self, trainer, state, indices, size: int) -> None:
     del trainer, state, indices, size  # the training split is not in memory
+    return None
+
+  def frozen_prefix(self, trainer, members) -> None:
+    del trainer, members  # no curves on streamed input
     return None
 
   def logits(self, trainer, state, split: str, size: int) -> np.ndarray | None:
