@@ -214,6 +214,39 @@ def test_phase2_freezes_all_but_output_layers_bit_exactly(data):
         assert same, f"frozen layer {layer}/{name} changed"
 
 
+def _matmuls(jaxpr) -> int:
+  """dot_general and conv ops in a jaxpr, its sub-jaxprs (scan, pjit, custom_vjp) included."""
+  n = 0
+  for eqn in jaxpr.eqns:
+    n += eqn.primitive.name in ("dot_general", "conv_general_dilated")
+    for value in eqn.params.values():
+      for sub in value if isinstance(value, (list, tuple)) else [value]:
+        sub = getattr(sub, "jaxpr", sub)
+        if hasattr(sub, "eqns"):
+          n += _matmuls(sub)
+  return n
+
+
+@pytest.mark.parametrize("impl", ["im2col", "banded", "winograd", "xla"])
+def test_outputs_only_step_has_no_backward_pass_through_frozen_layers(data, impl):
+  # LeNet-5's one output layer ('fc2'): an outputs-only step is the forward pass plus
+  # that layer's kernel gradient, one matmul; the full step has the whole backward pass.
+  # (Until 2026-12-02 stop_gradient was applied outside `value_and_grad`, where it cuts
+  # nothing: both steps had the full backward pass.)
+  labels = np.asarray(data.labels)
+  trainer = engine.Trainer(batch_size=B, total_steps=STEPS, conv_impl=impl)
+  member = jax.tree.map(jnp.asarray, _members(labels, [dict(base_lr=0.1,
+                                                            output_only=True)])[0])
+  state = jax.tree.map(lambda a: a[0], engine.init_population(
+      trainer, engine.stack_members([member])))
+  step = {oo: _matmuls(jax.make_jaxpr(lambda s, m, oo=oo: engine.train_step(
+      trainer, s, m, data, outputs_only=oo))(state, member).jaxpr) for oo in (False, True)}
+  forward = _matmuls(jax.make_jaxpr(lambda p, x: trainer.module().apply(
+      {"params": p}, x, train=False))(state.params, data.images[:B]).jaxpr)
+  assert step[True] == forward + 1, (impl, forward, step)
+  assert step[False] > step[True] + 2, (impl, forward, step)
+
+
 def test_diverging_model_is_flagged_and_does_not_poison_neighbours(data):
   labels = np.asarray(data.labels)
   trainer = engine.Trainer(batch_size=B, total_steps=STEPS)

@@ -145,13 +145,16 @@ def train_step(trainer: Trainer, state: TrainState, member: Member,
   labels = data.labels[idx]
   dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, 0), step)
   is_output = _output_mask(trainer, state.params)
-  params_in = state.params
-  if outputs_only:
-    params_in = jax.tree.map(lambda p, is_out: p if is_out else jax.lax.stop_gradient(p),
-                             state.params, is_output)
-  grad_fn = jax.value_and_grad(loss_fn, argnums=1, has_aux=True)
-  (loss, (logits, new_stats)), grads = grad_fn(
-      trainer, params_in, state.batch_stats, member, images, labels, step, dropout_key)
+
+  def loss_of(params):
+    if outputs_only:  # inside the differentiated function, where it cuts the backward
+      params = jax.tree.map(lambda p, is_out: p if is_out else jax.lax.stop_gradient(p),
+                            params, is_output)
+    return loss_fn(trainer, params, state.batch_stats, member, images, labels, step,
+                   dropout_key)
+
+  (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(
+      state.params)
   tx = trainer.optimizer(member.base_lr, _weight_decay(trainer, member))
   updates, new_opt = tx.update(grads, state.opt_state, state.params)
 
