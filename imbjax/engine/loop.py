@@ -10,11 +10,11 @@ import jax
 import numpy as np
 import jax.numpy as jnp
 from flax import linen as nn
-from jax.sharding import PartitionSpec
+from jax.sharding import NamedSharding, PartitionSpec
 
 from imbjax.engine.devices import MODEL_AXIS, chunk_mesh, fetch, shard_like
 from imbjax.engine.state import Member, TrainData, TrainState, population_size
-from imbjax.engine.step import restart, train_step
+from imbjax.engine.step import _restart, check_output_only, train_step
 from imbjax.engine.trainer import Trainer
 
 # Incremented each time `train_chunk`'s body is traced; tests use it to show that a
@@ -409,6 +409,22 @@ def fine_tune(trainer: Trainer, state: TrainState, members: Member, data, *,
     if source.shape != (population_size(members),):
       raise ValueError(f"source must give one phase-1 index per member "
                        f"({population_size(members)}), got shape {source.shape}")
-    state = jax.tree.map(lambda x: x[source], state)
-  state = restart(trainer, state, members)
+  check_output_only(trainer, members)
+  state = _continue(trainer, state, members, None if source is None else
+                    np.asarray(source, np.int32), chunk_mesh(members))
   return fit(trainer, state, members, data, num_steps=num_steps, **fit_kwargs)
+
+
+@functools.partial(jax.jit, static_argnums=(0, 4))
+def _continue(trainer, state, members, source, mesh):
+  """Phase 2's start as one program: the source models gathered, `restart`, and the
+  state laid out over the model axis as the members are (so `fit`'s `shard_like` has
+  nothing to move). Eagerly, the per-leaf gathers, the optimiser init and the
+  re-layout compiled ~55 small programs."""
+  if source is not None:
+    state = jax.tree.map(lambda x: x[source], state)
+  state = _restart(trainer, state, members)
+  if mesh is not None:
+    state = jax.lax.with_sharding_constraint(
+        state, NamedSharding(mesh, PartitionSpec(MODEL_AXIS)))
+  return state

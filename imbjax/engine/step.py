@@ -62,6 +62,12 @@ def restart(trainer: Trainer, state: TrainState, members: Member) -> TrainState:
   members' base rates (the caller sets them to 0.1x), as fine-tuning in Caffe does.
   """
   check_output_only(trainer, members)
+  return _restart(trainer, state, members)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _restart(trainer, state, members):
+  # One program (eagerly, the vmapped optimiser init compiled ~20 small ones).
   opt_state = jax.vmap(lambda p, m: trainer.optimizer(
       m.base_lr, _weight_decay(trainer, m)).init(p))(state.params, members)
   return state.replace(opt_state=opt_state, step=jnp.zeros_like(state.step))
