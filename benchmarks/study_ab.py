@@ -10,7 +10,9 @@ bit for bit, with those of "all" (the changes are meant not to change a number).
 The changes, and how a variant turns one off (patching the library from here):
 
 * ``shard_like``: `engine.fit` no longer puts a fresh state in the layout of the
-  population it trains (its first chunk then compiles a second program);
+  population it trains (its first chunk then compiles a second program; since session
+  10 this is phase 1's init only: `fine_tune` lays out phase 2's state in its own
+  start-up program);
 * ``outputs_only``: phase 2 runs the full backward pass, masked, as before;
 * ``reuse_test_logits``: the test split is evaluated again for the row after the last
   log point's curve evaluation of the same examples;

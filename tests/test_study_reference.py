@@ -103,7 +103,6 @@ def test_quickstart_rows_equal_the_reference(tmp_path):
   with contextlib.ExitStack() as stack:
     for change in study_ab.CHANGES:
       stack.enter_context(study_ab.without(change))
-    jax.clear_caches()
     unoptimised = _run(tmp_path / "unoptimised")
   _assert_bitwise(got, unoptimised)
 
