@@ -109,6 +109,22 @@ def cpu_devices(flag: str, config) -> int:
 
 _GRACE_S = 10.0
 _WAKEUP: list[socket.socket] = []
+_ANNOUNCED: list[bool] = []
+_ANNOUNCE_LOCK = threading.Lock()
+
+
+def _announce(name: str) -> None:
+  """Says once, whichever thread sees the signal first, that the sweep is stopping.
+
+  The watcher thread usually does; the main thread does when its KeyboardInterrupt
+  reaches `main` first (it then ends the process before the watcher gets the GIL).
+  """
+  with _ANNOUNCE_LOCK:
+    if _ANNOUNCED:
+      return
+    _ANNOUNCED.append(True)
+    print(f"\nsweep: {name}, stopping; stored groups are kept and rerunning the same "
+          "command resumes", file=sys.stderr, flush=True)
 
 
 def _stop_on_signals() -> None:
@@ -136,8 +152,7 @@ def _stop_on_signals() -> None:
 
   def watch():
     sig = reader.recv(1)[0]
-    print(f"\nsweep: {signal.Signals(sig).name}, stopping; stored groups are kept and "
-          "rerunning the same command resumes", file=sys.stderr, flush=True)
+    _announce(signal.Signals(sig).name)
     reader.settimeout(_GRACE_S)
     with contextlib.suppress(TimeoutError):
       reader.recv(1)
@@ -177,10 +192,11 @@ def main(argv):
   try:
     _run(config, workdir)
   except KeyboardInterrupt as e:
+    name = e.args[0] if e.args and e.args[0] in ("SIGINT", "SIGTERM") else "SIGINT"
+    _announce(name)
     print(f"sweep: interrupted; {_stored_rows(workdir)} rows stored in {workdir}",
           file=sys.stderr, flush=True)
     sys.stdout.flush()
-    name = e.args[0] if e.args and e.args[0] in ("SIGINT", "SIGTERM") else "SIGINT"
     os._exit(128 + signal.Signals[name])  # pylint: disable=protected-access
   except Exception:  # pylint: disable=broad-except
     if not _COORDINATOR.value:

@@ -15,6 +15,15 @@ example). There the test runs the study a second time with every switchable spee
 change turned off (`benchmarks.study_ab.CHANGES`: the unoptimised path) and compares
 the two bit for bit instead.
 
+A machine kind is what XLA:CPU's generated code depends on: the CPU's vector and
+floating-point instruction sets (`_isa`: the SSE, AVX, AVX-512, FMA, F16C and AMX flags),
+the architecture, jax, jaxlib and XLA_FLAGS; not the rest of /proc/cpuinfo's flags
+(hypervisor, security and crypto features differ between VMs of one kind). Evidence:
+an AVX2 EPYC whose full flag list differed from the second reference's
+(``cpu_flags`` 716e95dd638d against 1b7e2ea9477d) gave its rows bit for bit
+(2026-12-07). A reference matches on its ``isa`` or, recorded before `_isa` existed
+and given none, on its full ``cpu_flags``.
+
 Record this machine kind's reference (only with code whose numbers are the reference's,
 or when a change is meant to move the numbers, and say so in the commit):
 ``python -m tests.test_study_reference --write`` (with the test suite's XLA_FLAGS, see
@@ -49,21 +58,41 @@ def _config():
   return c
 
 
+_ISA_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx")
+
+
+def _isa(flags: list[str]) -> str:
+  """The instruction-set flags XLA:CPU's float code depends on, sorted, as one string."""
+  return " ".join(sorted(f for f in flags if f.startswith(_ISA_PREFIXES)))
+
+
 def _machine() -> dict:
-  cpu, flags = platform.processor(), ""
+  cpu, flags, isa = platform.processor(), "", ""
   try:
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
       if line.startswith("model name"):
         cpu = line.split(":", 1)[1].strip()
       elif line.startswith("flags") and not flags:
-        flags = hashlib.sha1(" ".join(sorted(line.split(":", 1)[1].split())).encode()
-                             ).hexdigest()[:12]
+        words = line.split(":", 1)[1].split()
+        flags = hashlib.sha1(" ".join(sorted(words)).encode()).hexdigest()[:12]
+        isa = _isa(words)
   except OSError:
     pass
   import jaxlib
-  return {"cpu": cpu, "cpu_flags": flags, "machine": platform.machine(),
+  return {"cpu": cpu, "cpu_flags": flags, "isa": isa, "machine": platform.machine(),
           "jax": jax.__version__,
           "jaxlib": jaxlib.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+_SAME_KIND = ("machine", "jax", "jaxlib", "xla_flags")
+
+
+def _same_kind(recorded: dict, mine: dict) -> bool:
+  """Whether a reference's machine is this machine's kind (module docstring)."""
+  if any(recorded.get(k) != mine[k] for k in _SAME_KIND):
+    return False
+  return (recorded.get("cpu_flags") == mine["cpu_flags"]
+          or bool(recorded.get("isa")) and recorded["isa"] == mine["isa"])
 
 
 def _rows(workdir) -> dict:
@@ -95,7 +124,7 @@ def test_quickstart_rows_equal_the_reference(tmp_path):
     assert set(got) == set(want)  # the same run keys: the same study
     assert len(want) == 16 and {r["method"] for r in want.values()} >= {
         "two_phase_oversampling", "undersampling_thresholding"}
-  mine = [ref for ref in refs if ref["machine"] == _machine()]
+  mine = [ref for ref in refs if _same_kind(ref["machine"], _machine())]
   if mine:
     _assert_bitwise(got, mine[0]["rows"])
     return
@@ -105,6 +134,19 @@ def test_quickstart_rows_equal_the_reference(tmp_path):
       stack.enter_context(study_ab.without(change))
     unoptimised = _run(tmp_path / "unoptimised")
   _assert_bitwise(got, unoptimised)
+
+
+def test_a_machine_kind_is_its_instruction_sets_not_its_whole_flag_list():
+  mine = {"cpu": "x", "cpu_flags": "aaaa", "isa": "avx avx2 fma sse", "machine": "x86_64",
+          "jax": "1", "jaxlib": "1", "xla_flags": "-O0"}
+  assert _isa("fpu hypervisor avx2 sse4_2 vaes avx512f fma sha_ni".split()) == (
+      "avx2 avx512f fma sse4_2")
+  assert _same_kind({**mine, "cpu_flags": "bbbb"}, mine)      # other VM, same ISA
+  assert _same_kind({**mine, "isa": None}, mine)              # an old entry, same flags
+  assert not _same_kind({**mine, "cpu_flags": "bbbb", "isa": None}, mine)
+  assert not _same_kind({**mine, "cpu_flags": "bbbb", "isa": "avx avx2 sse"}, mine)
+  assert not _same_kind({**mine, "xla_flags": ""}, mine)
+  assert not _same_kind({**mine, "jaxlib": "2"}, mine)
 
 
 if __name__ == "__main__":
@@ -118,7 +160,7 @@ if __name__ == "__main__":
   head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True,
                         text=True, cwd=REFERENCE.parent, check=False).stdout.strip()
   refs = [r for r in (_references() if REFERENCE.exists() else [])
-          if r["machine"] != _machine()]
+          if not _same_kind(r["machine"], _machine())]
   refs.append({"machine": _machine(), "rows": rows,
                "recorded": f"{datetime.date.today()}, main at {head or '?'}"})
   REFERENCE.parent.mkdir(exist_ok=True)

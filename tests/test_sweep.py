@@ -8,6 +8,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from imbjax import store as store_lib
 from imbjax import workdir_lock
 
@@ -110,3 +112,35 @@ def test_sweep_writes_the_report_and_its_tables_say_what_they_collapse(tmp_path)
   assert out.stdout.count(note) == 2  # under the AUC and the accuracy tables
   assert note in (tmp_path / "figures" / "tables.md").read_text()
   assert note in (tmp_path / "report.md").read_text()
+
+
+def test_interrupt_reaching_main_first_still_says_it_is_stopping(tmp_path, monkeypatch,
+                                                                 capsys):
+  """The KeyboardInterrupt can end the process before the signal watcher thread runs
+  (a clean-clone suite run lost the "SIGINT, stopping" line this way): the main thread
+  then says it, once, and exits 130."""
+  from absl import flags
+  from experiments import sweep
+
+  def interrupted(config, workdir):
+    del config, workdir
+    raise KeyboardInterrupt("SIGINT")
+
+  def exit_now(code):
+    raise SystemExit(code)
+
+  monkeypatch.setattr(sweep, "_stop_on_signals", lambda: None)  # pytest keeps its own
+  monkeypatch.setattr(sweep, "_run", interrupted)
+  monkeypatch.setattr(sweep.os, "_exit", exit_now)
+  monkeypatch.setattr(sweep, "_ANNOUNCED", [], raising=False)
+  flags.FLAGS(["sweep", f"--config={TEST_CONFIG}", f"--workdir={tmp_path}"])
+  try:
+    with pytest.raises(SystemExit) as stop:
+      sweep.main(["sweep"])
+    sweep._announce("SIGINT")  # the watcher, late: says nothing more
+  finally:
+    flags.FLAGS.unparse_flags()
+  assert stop.value.code == 130
+  err = capsys.readouterr().err
+  assert err.count("sweep: SIGINT, stopping") == 1, err
+  assert err.index("SIGINT, stopping") < err.index("interrupted; no rows stored"), err
