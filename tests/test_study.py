@@ -125,7 +125,8 @@ def test_sweep_binary_on_two_cpu_devices_matches_one_device(full_run, tmp_path):
   import sys
   config, full_dir, _ = full_run
   root = pathlib.Path(__file__).resolve().parents[1]
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  # No device-count flag of the suite's (the binary sets its own); its -O0 kept.
+  env = {**os.environ, "XLA_FLAGS": "--xla_backend_optimization_level=0"}
   cmd = [sys.executable, "-m", "experiments.sweep", "--cpu_devices=2",
          f"--config={root / 'experiments' / 'configs' / 'test.py'}",
          "--config.population_size=3", "--config.make_figures=False",
