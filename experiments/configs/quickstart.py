@@ -4,8 +4,9 @@ Data: scikit-learn's bundled handwritten digits (1,797 real 8x8 scans, upsampled
 28x28), so it runs with no download. Step imbalance at two ratios x two minority
 fractions x 3 seeds, all eight methods of the paper, trained as populations of LeNet-5s.
 
-Run (92-109 s on 2 idle CPU cores, 2026-12-02, compiles included; 77-87 s when the
-compilation cache has its programs, as on a rerun in a fresh workdir):
+Run (92-109 s on 2 idle cores of an AVX-512 EPYC, 2026-12-02, compiles included; 77-87 s
+when the compilation cache has its programs, as on a rerun in a fresh workdir; 114 s on
+an AVX2-only EPYC, 2026-12-07, no cache):
 
   python -m experiments.sweep --workdir=runs/quickstart
 
