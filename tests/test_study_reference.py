@@ -15,9 +15,9 @@ example). There the test runs the study a second time with every switchable spee
 change turned off (`benchmarks.study_ab.CHANGES`: the unoptimised path) and compares
 the two bit for bit instead.
 
-A machine kind is what XLA:CPU's generated code depends on: the CPU's vector and
-floating-point instruction sets (`_isa`: the SSE, AVX, AVX-512, FMA, F16C and AMX flags),
-the architecture, jax, jaxlib and XLA_FLAGS; not the rest of /proc/cpuinfo's flags
+A machine kind is what XLA:CPU's generated code depends on: the CPU's name, family and
+vector and floating-point instruction sets (`_isa`: the SSE, AVX, AVX-512, FMA, F16C and
+AMX flags), the architecture, jax, jaxlib and XLA_FLAGS; not the rest of /proc/cpuinfo's flags
 (hypervisor, security and crypto features differ between VMs of one kind). Evidence:
 an AVX2 EPYC whose full flag list differed from the second reference's
 (``cpu_flags`` 716e95dd638d against 1b7e2ea9477d) gave its rows bit for bit
@@ -61,21 +61,25 @@ def _config():
 _ISA_PREFIXES = ("sse", "ssse", "avx", "fma", "f16c", "amx")
 
 
-def _isa(flags: list[str]) -> str:
-  """The instruction-set flags XLA:CPU's float code depends on, sorted, as one string."""
-  return " ".join(sorted(f for f in flags if f.startswith(_ISA_PREFIXES)))
+def _isa(cpu: str, family: str, flags: list[str]) -> str:
+  """The CPU's name and family (LLVM tunes its code per CPU generation) and the
+  instruction-set flags XLA:CPU's float code depends on, sorted, as one string."""
+  wanted = sorted(f for f in flags if f.startswith(_ISA_PREFIXES))
+  return f"{cpu}, family {family}: {' '.join(wanted)}"
 
 
 def _machine() -> dict:
-  cpu, flags, isa = platform.processor(), "", ""
+  cpu, family, flags, isa = platform.processor(), "?", "", ""
   try:
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
       if line.startswith("model name"):
         cpu = line.split(":", 1)[1].strip()
+      elif line.startswith("cpu family") and family == "?":
+        family = line.split(":", 1)[1].strip()
       elif line.startswith("flags") and not flags:
         words = line.split(":", 1)[1].split()
         flags = hashlib.sha1(" ".join(sorted(words)).encode()).hexdigest()[:12]
-        isa = _isa(words)
+        isa = _isa(cpu, family, words)
   except OSError:
     pass
   import jaxlib
@@ -139,8 +143,8 @@ def test_quickstart_rows_equal_the_reference(tmp_path):
 def test_a_machine_kind_is_its_instruction_sets_not_its_whole_flag_list():
   mine = {"cpu": "x", "cpu_flags": "aaaa", "isa": "avx avx2 fma sse", "machine": "x86_64",
           "jax": "1", "jaxlib": "1", "xla_flags": "-O0"}
-  assert _isa("fpu hypervisor avx2 sse4_2 vaes avx512f fma sha_ni".split()) == (
-      "avx2 avx512f fma sse4_2")
+  assert _isa("EPYC", "25", "fpu hypervisor avx2 sse4_2 vaes avx512f fma sha_ni".split()
+              ) == "EPYC, family 25: avx2 avx512f fma sse4_2"
   assert _same_kind({**mine, "cpu_flags": "bbbb"}, mine)      # other VM, same ISA
   assert _same_kind({**mine, "isa": None}, mine)              # an old entry, same flags
   assert not _same_kind({**mine, "cpu_flags": "bbbb", "isa": None}, mine)
