@@ -109,8 +109,7 @@ def cpu_devices(flag: str, config) -> int:
 
 _GRACE_S = 10.0
 _WAKEUP: list[socket.socket] = []
-_ANNOUNCED: list[bool] = []
-_ANNOUNCE_LOCK = threading.Lock()
+_ANNOUNCE_ONCE = threading.Lock()  # taken by the first `_announce`, never released
 
 
 def _announce(name: str) -> None:
@@ -119,10 +118,7 @@ def _announce(name: str) -> None:
   The watcher thread usually does; the main thread does when its KeyboardInterrupt
   reaches `main` first (it then ends the process before the watcher gets the GIL).
   """
-  with _ANNOUNCE_LOCK:
-    if _ANNOUNCED:
-      return
-    _ANNOUNCED.append(True)
+  if _ANNOUNCE_ONCE.acquire(blocking=False):
     print(f"\nsweep: {name}, stopping; stored groups are kept and rerunning the same "
           "command resumes", file=sys.stderr, flush=True)
 

@@ -17,12 +17,12 @@ the two bit for bit instead.
 
 A machine kind is what XLA:CPU's generated code depends on: the CPU's name, family and
 vector and floating-point instruction sets (`_isa`: the SSE, AVX, AVX-512, FMA, F16C and
-AMX flags), the architecture, jax, jaxlib and XLA_FLAGS; not the rest of /proc/cpuinfo's flags
-(hypervisor, security and crypto features differ between VMs of one kind). Evidence:
+AMX flags), the architecture, jax, jaxlib and XLA_FLAGS; not the rest of /proc/cpuinfo's
+flags (hypervisor, security and crypto features differ between VMs of one kind). Evidence:
 an AVX2 EPYC whose full flag list differed from the second reference's
 (``cpu_flags`` 716e95dd638d against 1b7e2ea9477d) gave its rows bit for bit
-(2026-12-07). A reference matches on its ``isa`` or, recorded before `_isa` existed
-and given none, on its full ``cpu_flags``.
+(2026-12-07). A reference matches on its full ``cpu_flags`` (as every entry did before
+`_isa` existed), or on its ``isa`` where it records one.
 
 Record this machine kind's reference (only with code whose numbers are the reference's,
 or when a change is meant to move the numbers, and say so in the commit):
@@ -69,19 +69,21 @@ def _isa(cpu: str, family: str, flags: list[str]) -> str:
 
 
 def _machine() -> dict:
-  cpu, family, flags, isa = platform.processor(), "?", "", ""
+  cpu, family, words = platform.processor(), "?", None
   try:
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
       if line.startswith("model name"):
         cpu = line.split(":", 1)[1].strip()
       elif line.startswith("cpu family") and family == "?":
         family = line.split(":", 1)[1].strip()
-      elif line.startswith("flags") and not flags:
+      elif line.startswith("flags") and words is None:
         words = line.split(":", 1)[1].split()
-        flags = hashlib.sha1(" ".join(sorted(words)).encode()).hexdigest()[:12]
-        isa = _isa(cpu, family, words)
   except OSError:
     pass
+  flags = isa = ""
+  if words is not None:
+    flags = hashlib.sha1(" ".join(sorted(words)).encode()).hexdigest()[:12]
+    isa = _isa(cpu, family, words)
   import jaxlib
   return {"cpu": cpu, "cpu_flags": flags, "isa": isa, "machine": platform.machine(),
           "jax": jax.__version__,

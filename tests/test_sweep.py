@@ -6,6 +6,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -136,7 +137,7 @@ def test_interrupt_reaching_main_first_still_says_it_is_stopping(tmp_path, monke
   monkeypatch.setattr(sweep, "_stop_on_signals", lambda: None)  # pytest keeps its own
   monkeypatch.setattr(sweep, "_run", interrupted)
   monkeypatch.setattr(sweep.os, "_exit", exit_now)
-  monkeypatch.setattr(sweep, "_ANNOUNCED", [], raising=False)
+  monkeypatch.setattr(sweep, "_ANNOUNCE_ONCE", threading.Lock(), raising=False)
   flags.FLAGS(["sweep", f"--config={TEST_CONFIG}", f"--workdir={tmp_path}"])
   try:
     with pytest.raises(SystemExit) as stop:
