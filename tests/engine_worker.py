@@ -1,9 +1,10 @@
 """Subprocess worker for the sharding tests (device count is fixed when JAX starts).
 
-  python tests/engine_worker.py OUT.npz [--distributed PORT NUM_PROCS PROC_ID]
+  python tests/engine_worker.py OUT.npz [--distributed PORT NUM_PROCS PROC_ID | --single-only]
 
 Trains a small fixed population twice: on the mesh of every device (sharded model axis)
 and, in single-process mode, unsharded on one device; saves the parameters of both.
+``--single-only``: the unsharded run alone (the reference of the multi-process run).
 """
 
 import re
@@ -65,9 +66,10 @@ def train(mesh):
 
 def main():
   out = sys.argv[1]
-  sharded = train(engine.model_mesh())
-  result = {"sharded/" + k: v for k, v in sharded.items()}
-  result["num_devices"] = np.array(len(jax.devices()))
+  result = {"num_devices": np.array(len(jax.devices()))}
+  if "--single-only" not in sys.argv:
+    sharded = train(engine.model_mesh())
+    result.update({"sharded/" + k: v for k, v in sharded.items()})
   if "--distributed" not in sys.argv:
     single = train(None)
     result.update({"single/" + k: v for k, v in single.items()})

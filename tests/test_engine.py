@@ -99,7 +99,7 @@ def test_model_block_does_not_change_results(data, impl):
   specs = [dict(base_lr=0.01 * (1 + i / 6), n=40 + 10 * i) for i in range(6)]
   stacked = engine.stack_members(_members(labels, specs))
   results = {}
-  for block in (6, 1, 2, 4):  # 4 does not divide 6: lowered to 3
+  for block in (6, 1, 4):  # 4 does not divide 6: lowered to 3
     trainer = engine.Trainer(batch_size=B, total_steps=STEPS, model_block=block,
                           conv_impl=impl)
     state = engine.init_population(trainer, stacked)
@@ -110,7 +110,7 @@ def test_model_block_does_not_change_results(data, impl):
   ref_state, ref_metrics = results[6]
   assert not np.allclose(ref_state.params["fc2"]["kernel"][0],
                          ref_state.params["fc2"]["kernel"][1])
-  for block in (1, 2, 4):
+  for block in (1, 4):
     state, metrics = results[block]
     _assert_tree_close(state.params, ref_state.params, **ENGINE_TOL[impl])
     _assert_tree_close(state.opt_state, ref_state.opt_state, **ENGINE_TOL[impl])
@@ -317,7 +317,7 @@ def test_two_processes_with_jax_distributed(tmp_path):
     s.bind(("127.0.0.1", 0))
     port = s.getsockname()[1]
   ref = tmp_path / "ref.npz"
-  _check(_run_worker([str(ref)], {"JAX_PLATFORMS": "cpu"}))
+  _check(_run_worker([str(ref), "--single-only"], {"JAX_PLATFORMS": "cpu"}))
   out = tmp_path / "dist.npz"
   env = {"JAX_PLATFORMS": "cpu"}
   procs = [_run_worker([str(out), "--distributed", str(port), "2", str(i)], env)

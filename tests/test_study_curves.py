@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
-from imbjax import engine
 from imbjax import study
 from imbjax.study import driver
 from imbjax.study import group as group_lib
@@ -87,7 +86,8 @@ def test_curve_test_sample_is_class_stratified():
 
 @pytest.mark.parametrize("layers, moved", [(None, {"fc2"}), (("fc1", "fc2"), {"fc1", "fc2"})])
 def test_two_phase_fine_tunes_the_configured_layers(layers, moved):
-  config = _config(output_layers=layers, curve_points=0)
+  # A few steps in one chunk a phase (one program each): which layers move shows at once.
+  config = _config(output_layers=layers, curve_points=0, iterations=6, chunk_steps=6)
   data = study.load_data(config)
   trainer = driver.make_trainer(config, data)
   assert trainer.output_layers == (tuple(layers) if layers else ("fc2",))

@@ -85,18 +85,18 @@ def _free_port() -> int:
 
 
 def test_population_size_does_not_change_a_row(reference, tmp_path):
-  """The same run keys trained alone, in a population of 3 and of 8 (baseline, plus
-  thresholding scored on it): the same rows, and those of the reference's groups."""
+  """The same run keys trained alone and in a population of 8 (baseline, plus
+  thresholding scored on it): the same rows, and those of the reference's groups (a
+  population of 3: baseline beside oversampling and undersampling)."""
   _, ref = reference
   stores = {}
-  for size in (1, 3, 8):
+  for size in (1, 8):
     config = _config(methods=("baseline", "thresholding"), repetitions=size,
                      population_size=size)
     result = study.train_and_evaluate(config, tmp_path / f"p{size}", log=_quiet)
     assert result["total_groups"] == 1  # one population of `size` models
     stores[size] = _rows(tmp_path / f"p{size}")
-  for size in (3, 8):
-    _assert_same_rows(stores[size], stores[1])
+  _assert_same_rows(stores[8], stores[1])
   _assert_same_rows(stores[8], ref, keys=stores[8].keys() & ref.keys())
   assert len(stores[8].keys() & ref.keys()) == 6  # 3 repetitions x 2 methods
 
