@@ -47,10 +47,9 @@ from absl import logging
 from ml_collections import config_flags
 
 from imbjax import engine
-from imbjax import figures
 from imbjax import metrics_log
-from imbjax import report
 from imbjax import store as store_lib
+from imbjax import tables
 from imbjax import workdir_lock
 from imbjax import study
 
@@ -236,13 +235,15 @@ def _run(config, workdir):
     rows = store.rows()
   print(f"\n{result['rows']} new rows; {len(rows)} in {result['store']}\n")
   print("Multi-class ROC AUC (x100), mean ± std over repetitions:")
-  print(figures.summary_table(rows, "auc"))
+  print(tables.summary_table(rows, "auc"))
   print("\nAccuracy (x100):")
-  print(figures.summary_table(rows, "accuracy"))
+  print(tables.summary_table(rows, "accuracy"))
   print(f"\nper-model curves: {os.path.join(workdir, metrics_log.METRICS_NAME)}; columns "
         f"of {store_lib.CSV_NAME}: {os.path.join(workdir, 'results.columns.md')}")
   if config.make_figures:
-    # The report draws the figures and tables.md too (figures.make_all).
+    # The report draws the figures and tables.md too (figures.make_all). Imported here:
+    # matplotlib and scipy.stats cost ~2 s of a sweep's start-up otherwise.
+    from imbjax import report  # pylint: disable=g-import-not-at-top
     paths = report.write_report(workdir)
     print(f"\nfigures and tables: {os.path.join(workdir, 'figures')}")
     print("report:", *[str(p) for p in paths], sep="\n  ")

@@ -6,6 +6,7 @@ format specs, not the readers). Real data under ../shared/data is used when pres
 
 import gzip
 import os
+import pathlib
 import pickle
 import struct
 import tarfile
@@ -418,6 +419,12 @@ def test_digits_offline_split():
                                  test_size=0.25, stratify=bunch.target, random_state=0)
   test_idx = np.sort(test_idx)
   np.testing.assert_array_equal(te.labels, bunch.target[test_idx])
+  # The shipped split is that split, and the data read without scikit-learn its data.
+  np.testing.assert_array_equal(np.flatnonzero(digits.in_test_split()), test_idx)
+  np.testing.assert_array_equal(digits.split_indices(bunch.target)["test"], test_idx)
+  images, labels = digits.load_raw()
+  np.testing.assert_array_equal(images, bunch.images)
+  np.testing.assert_array_equal(labels, bunch.target)
   import jax
 
   up = np.asarray(jax.image.resize(bunch.images[test_idx] * 255.0 / 16.0, (450, 28, 28),
@@ -425,6 +432,26 @@ def test_digits_offline_split():
   assert np.abs(te.images[..., 0].astype(float) - up).max() <= 0.51
   f = datasets.load("digits", "train")
   assert f.images.dtype == np.float32 and 0.0 <= f.images.min() and f.images.max() == 1.0
+
+
+def test_digits_load_without_importing_sklearn_and_refuse_other_data(tmp_path):
+  import subprocess
+  import sys
+  code = ("import sys; from imbjax import datasets; datasets.load('digits', 'test'); "
+          "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sklearn'))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True, cwd=pathlib.Path(__file__).resolve().parents[1])
+  assert out.stdout.strip() == "[]", out.stdout
+  raw = np.loadtxt(digits.data_file(), delimiter=",")
+  raw[7, 3] = (raw[7, 3] + 1) % 17  # one pixel of one digit, still in 0..16
+  changed = tmp_path / "digits.csv"
+  np.savetxt(changed, raw, delimiter=",", fmt="%d")
+  with pytest.raises(ValueError, match=r"digits\.csv does not hold the 1797 scikit-learn "
+                     r"digits .* SHA-256 68aea062d35a"):
+    digits.load_raw(changed)
+  np.savetxt(changed, raw[:100], delimiter=",", fmt="%d")
+  with pytest.raises(ValueError, match=r"shape \(100, 65\); want \(1797, 65\)"):
+    digits.load_raw(changed)
 
 
 # ---------------------------------------------------------------- image folders
