@@ -87,15 +87,30 @@ def test_second_sweep_on_a_held_workdir_names_the_holder_and_exits(tmp_path):
 def test_second_sweep_with_wait_starts_when_the_first_releases(tmp_path):
   lock = workdir_lock.WorkdirLock(tmp_path).acquire()
   proc = _sweep(tmp_path, "--wait", "--config.repetitions=1")
+  lines, waiting = [], threading.Event()
+
+  def read_stderr():
+    for line in proc.stderr:
+      lines.append(line)
+      if "waiting" in line:
+        waiting.set()
+
+  reader = threading.Thread(target=read_stderr, daemon=True)
+  reader.start()
   try:
-    time.sleep(10)  # the sweep starts up and waits on the lock
+    assert waiting.wait(timeout=300), "".join(lines)[-3000:]  # started, and waits
+    time.sleep(1)  # still waiting a second later: it polls the lock, it does not go on
     assert proc.poll() is None and _stored(tmp_path) == 0
   finally:
     lock.release()
-  out, err = proc.communicate(timeout=600)
+  out = proc.stdout.read()
+  proc.wait(timeout=600)
+  reader.join(timeout=60)
+  err = "".join(lines)
   assert proc.returncode == 0, err[-3000:]
   assert f"pid {os.getpid()}" in err and "waiting" in err
   assert _stored(tmp_path) == 8
+  assert "1 groups, 0 already done" in out
 
 
 def test_sweep_writes_the_report_and_its_tables_say_what_they_collapse(tmp_path):
