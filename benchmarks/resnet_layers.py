@@ -23,16 +23,13 @@ import json
 import os
 import time
 
-os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                           " --xla_cpu_multi_thread_eigen=false").strip()
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
 
-import jax  # pylint: disable=g-import-not-at-top,wrong-import-position
-import jax.numpy as jnp  # pylint: disable=g-import-not-at-top,wrong-import-position
-import numpy as np  # pylint: disable=g-import-not-at-top,wrong-import-position
-from flax import linen as nn  # pylint: disable=g-import-not-at-top,wrong-import-position
-
-from imbjax.models.layers import Conv  # pylint: disable=g-import-not-at-top
-from imbjax.models.resnet import STAGE_STRIDES, STAGE_WIDTHS  # pylint: disable=g-import-not-at-top
+from imbjax.models.layers import Conv
+from imbjax.models.resnet import STAGE_STRIDES, STAGE_WIDTHS
 
 
 def layers(image_size: int) -> list[tuple[str, int, int, int, int, int, int]]:
@@ -157,4 +154,9 @@ def main(argv=None) -> dict:
 
 
 if __name__ == "__main__":
+  # One-threaded XLA:CPU, set before JAX starts its backend (the imports above do not).
+  # Here and not at import: importing this module (tests do, for `layers`) must leave the
+  # importing process's XLA_FLAGS as they were.
+  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
+                             " --xla_cpu_multi_thread_eigen=false").strip()
   main()

@@ -20,6 +20,8 @@ import shutil
 import sys
 import tempfile
 
+import pytest
+
 _FLAG = "--xla_backend_optimization_level=0"
 if _FLAG not in os.environ.get("XLA_FLAGS", ""):
   os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
@@ -44,6 +46,24 @@ if "jax" in sys.modules:  # a plugin imported JAX first: its config read the env
   for _name, _value in _CACHE_SETTINGS.items():
     _value = float(_value) if "SECS" in _name else int(_value) if "BYTES" in _name else _value
     jax.config.update(_name.lower(), _value)
+
+
+@pytest.fixture(autouse=True)
+def _xla_flags_unchanged():
+  """A test may not leave the worker's XLA_FLAGS changed: every later test in the worker
+  would see them (the quickstart reference test keys its machine kind by them and, not
+  matching, trains its study twice), and so would every subprocess it starts (other
+  compilation-cache keys, other threading). Restored, and the test fails by name."""
+  before = os.environ.get("XLA_FLAGS")
+  yield
+  after = os.environ.get("XLA_FLAGS")
+  if after != before:
+    if before is None:
+      del os.environ["XLA_FLAGS"]
+    else:
+      os.environ["XLA_FLAGS"] = before
+    pytest.fail(f"the test changed XLA_FLAGS from {before!r} to {after!r} (restored); "
+                f"set them in a subprocess's env, or with monkeypatch.setenv")
 
 
 def pytest_unconfigure(config):
