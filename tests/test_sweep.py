@@ -87,26 +87,28 @@ def test_second_sweep_on_a_held_workdir_names_the_holder_and_exits(tmp_path):
 def test_second_sweep_with_wait_starts_when_the_first_releases(tmp_path):
   lock = workdir_lock.WorkdirLock(tmp_path).acquire()
   proc = _sweep(tmp_path, "--wait", "--config.repetitions=1")
-  lines, waiting = [], threading.Event()
+  lines, outs, waiting = [], [], threading.Event()
 
-  def read_stderr():
-    for line in proc.stderr:
-      lines.append(line)
-      if "waiting" in line:
+  def read(stream, into, watch=False):
+    for line in stream:
+      into.append(line)
+      if watch and "waiting" in line:
         waiting.set()
 
-  reader = threading.Thread(target=read_stderr, daemon=True)
-  reader.start()
+  readers = [threading.Thread(target=read, args=(proc.stderr, lines, True), daemon=True),
+             threading.Thread(target=read, args=(proc.stdout, outs), daemon=True)]
+  for r in readers:
+    r.start()
   try:
     assert waiting.wait(timeout=300), "".join(lines)[-3000:]  # started, and waits
     time.sleep(1)  # still waiting a second later: it polls the lock, it does not go on
     assert proc.poll() is None and _stored(tmp_path) == 0
   finally:
     lock.release()
-  out = proc.stdout.read()
   proc.wait(timeout=600)
-  reader.join(timeout=60)
-  err = "".join(lines)
+  for r in readers:
+    r.join(timeout=60)
+  out, err = "".join(outs), "".join(lines)
   assert proc.returncode == 0, err[-3000:]
   assert f"pid {os.getpid()}" in err and "waiting" in err
   assert _stored(tmp_path) == 8
