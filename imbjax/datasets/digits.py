@@ -14,6 +14,7 @@ that no scikit-learn version can move it; `tests/test_datasets.py` checks the tw
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import pathlib
@@ -120,6 +121,15 @@ def load_raw(path: str | pathlib.Path | None = None) -> tuple[np.ndarray, np.nda
   return raw[:, :64].reshape(-1, 8, 8), raw[:, 64].astype(np.int32)
 
 
+@functools.lru_cache(maxsize=1)
+def _installed() -> tuple[np.ndarray, np.ndarray]:
+  """`load_raw()` of scikit-learn's file, read once a process (both splits use it);
+  read-only, as it is shared."""
+  images, labels = load_raw()
+  images.flags.writeable = labels.flags.writeable = False
+  return images, labels
+
+
 def in_test_split() -> np.ndarray:
   """Whether each of the 1797 digits is in the test split (the shipped split)."""
   return np.unpackbits(np.frombuffer(_TEST_MASK, np.uint8))[:_NUM_DIGITS].astype(bool)
@@ -137,7 +147,7 @@ def load_split(split: str) -> Dataset:
     ValueError: unknown split, or scikit-learn's data file is not these digits.
   """
   check_split("digits", split)
-  images, labels = load_raw()
+  images, labels = _installed()
   in_test = in_test_split()
   idx = np.flatnonzero(in_test if split == "test" else ~in_test)
   up = upsample(images[idx] * (255.0 / 16.0))
