@@ -334,3 +334,30 @@ def test_two_processes_with_jax_distributed(tmp_path):
   # other matmul shapes, other rounding.
   np.testing.assert_allclose(r["sharded/logits"], single["single/logits"], rtol=2e-5,
                              atol=2e-6)
+
+
+@pytest.mark.parametrize("model,shape", [("lenet5", (28, 28, 1)), ("allcnn", (32, 32, 3)),
+                                         ("resnet10", (32, 32, 3))])
+def test_cpu_init_options_keep_the_states(model, shape, monkeypatch):
+  """`init_population` on CPU compiles at LLVM -O1 (`CPU_INIT_OPTIONS`) to save seconds
+  of compile: its states equal those of XLA's default -O2, bit for bit, for every
+  registered network (the suite's XLA_FLAGS, -O0, are overridden per compile here)."""
+  from imbjax.engine import step
+  trainer = engine.Trainer(model=model, batch_size=B, total_steps=STEPS, input_shape=shape)
+  members = engine.stack_members([engine.make_member(jax.random.key(7 + i), np.arange(30), C,
+                                                     base_lr=0.01) for i in range(2)])
+  lowered = step._init_population_jit.lower(trainer, members)
+  default = lowered.compile(compiler_options={"xla_backend_optimization_level": 2})(members)
+  fast = lowered.compile(compiler_options=step.CPU_INIT_OPTIONS)(members)
+  for a, b in zip(jax.tree.leaves(default), jax.tree.leaves(fast), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+  # The public function takes the -O1 program on CPU when XLA_FLAGS leave the level open,
+  # and the flags' own level otherwise.
+  calls = []
+  for name in ("_init_population_jit", "_init_population_cpu_jit"):
+    monkeypatch.setattr(step, name, lambda t, m, name=name: calls.append(name))
+  monkeypatch.setenv("XLA_FLAGS", "")
+  engine.init_population(trainer, members)
+  monkeypatch.setenv("XLA_FLAGS", "--xla_backend_optimization_level=0")
+  engine.init_population(trainer, members)
+  assert calls == ["_init_population_cpu_jit", "_init_population_jit"]

@@ -6,6 +6,7 @@ Read this file first: a population is this step under `jax.vmap` (see `loop.py`)
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 import flax
@@ -44,14 +45,39 @@ def init_state(trainer: Trainer, member: Member) -> TrainState:
                     step=jnp.zeros((), jnp.int32), diverged=jnp.zeros((), bool))
 
 
-@functools.partial(jax.jit, static_argnums=0)
 def _init_population(trainer, members):
   return jax.vmap(lambda m: init_state(trainer, m))(members)
 
 
+_init_population_jit = jax.jit(_init_population, static_argnums=0)
+# XLA:CPU at LLVM -O1. At its default -O2, LLVM spent seconds on the init's random draws
+# (threefry over every weight; the time grows with the population): 5.7 s for 36
+# LeNet-5s, 8.1 s for 8 All-CNNs, 15.0 s for 4 ResNet-10s, against 0.8, 1.6 and 2.8 s
+# at -O1, with the same bits and run time (benchmarks/README.md, "Init compiles").
+CPU_INIT_OPTIONS = {"xla_backend_optimization_level": 1}
+_init_population_cpu_jit = jax.jit(_init_population, static_argnums=0,
+                                   compiler_options=CPU_INIT_OPTIONS)
+
+
+def _platform(tree) -> str:
+  """The platform of the first placed array in `tree` (else the default backend)."""
+  for leaf in jax.tree.leaves(tree):
+    if isinstance(leaf, jax.Array):
+      return next(iter(leaf.devices())).platform
+  return jax.default_backend()
+
+
 def init_population(trainer: Trainer, members: Member) -> TrainState:
-  """Initial states of a stacked population (one jitted, vmapped init)."""
-  return _init_population(trainer, members)
+  """Initial states of a stacked population (one jitted, vmapped init).
+
+  On CPU it compiles at LLVM -O1 (`CPU_INIT_OPTIONS`) unless XLA_FLAGS sets
+  ``--xla_backend_optimization_level`` itself: same states, bit for bit
+  (tests/test_engine.py), several seconds less compile.
+  """
+  if (_platform(members) == "cpu"
+      and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", "")):
+    return _init_population_cpu_jit(trainer, members)
+  return _init_population_jit(trainer, members)
 
 
 def restart(trainer: Trainer, state: TrainState, members: Member) -> TrainState:
