@@ -17,7 +17,9 @@ The changes, and how a variant turns one off (patching the library from here):
 * ``reuse_test_logits``: the test split is evaluated again for the row after the last
   log point's curve evaluation of the same examples;
 * ``frozen_prefix``: phase 2's log points evaluate the whole network, not the output
-  layers on the frozen layers' cached output (`study.inputs.FrozenPrefix`).
+  layers on the frozen layers' cached output (`study.inputs.FrozenPrefix`);
+* ``init_o1``: `engine.init_population` compiles at XLA:CPU's default LLVM -O2, not -O1
+  (`step.CPU_INIT_OPTIONS`; only where XLA_FLAGS leave the level open).
 
 (TensorBoard without TensorFlow, the fourth change, is an import and cannot be undone in
 one process: `study_throughput` times TensorBoard's phase and start-up.)
@@ -46,9 +48,10 @@ from benchmarks import study_throughput as st
 from imbjax import engine
 from imbjax import store as store_lib
 from imbjax.engine import loop as loop_lib
+from imbjax.engine import step as step_lib
 from imbjax.study import inputs as inputs_lib
 
-CHANGES = ("shard_like", "outputs_only", "reuse_test_logits", "frozen_prefix")
+CHANGES = ("shard_like", "outputs_only", "reuse_test_logits", "frozen_prefix", "init_o1")
 PHASES = ("compile", "training", "curves", "evaluation")
 
 
@@ -65,6 +68,7 @@ def without(change: str | None):
                             lambda self, a, b: False),
       "frozen_prefix": (inputs_lib.DeviceInputs, "frozen_prefix",
                         lambda self, trainer, members: None),
+      "init_o1": (step_lib, "_init_population_cpu_jit", step_lib._init_population_jit),
   }[change]
   saved = getattr(owner, name)
   setattr(owner, name, replacement)

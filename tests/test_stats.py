@@ -1,6 +1,7 @@
 """Tests for imbjax.stats against scipy, hand computations and a coverage experiment."""
 
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -66,6 +67,29 @@ def test_all_equal_differences():
   assert shifted.p_value == pytest.approx(sps.wilcoxon([0.25] * 4).pvalue)
   assert shifted.outcome == "win"
   assert stats.wilcoxon_p([]) != stats.wilcoxon_p([])  # NaN: no pairs
+
+
+def test_wilcoxon_p_equals_scipy_with_zeros_ties_and_without():
+  """`wilcoxon_p` computes scipy's permutation test itself (vectorized) for up to 13
+  differences with zeros or ties: the p-value must be scipy's, exactly, on those inputs
+  and on the ones it leaves to scipy (no ties: exact; over 13 with ties: asymptotic)."""
+  rng = np.random.default_rng(3)
+  inputs = [[0.25, 0.25, -0.5, 0.0], [0.0, 0.0, 0.1], [0.1, -0.1, 0.2, 0.2, 0.3, -0.3],
+            np.linspace(-1, 2, 12).round(0),                  # 12 with ties: 4,096 flips
+            rng.normal(size=9), rng.normal(size=20),          # no ties: scipy's exact
+            rng.integers(-3, 4, 16) / 4.0]                    # 16 with ties: asymptotic
+  inputs += [rng.integers(-3, 4, int(n)) / 4.0 for n in rng.integers(1, 10, 20)]
+  checked = 0
+  for d in inputs:
+    d = np.asarray(d, dtype=float)
+    if not np.any(d != 0):
+      continue
+    with warnings.catch_warnings():
+      warnings.simplefilter("ignore")
+      want = float(sps.wilcoxon(d).pvalue)
+    assert stats.wilcoxon_p(d) == want, d
+    checked += 1
+  assert checked >= 20
 
 
 def test_pairs_share_draw_and_learning_rate_and_skip_diverged_runs():
