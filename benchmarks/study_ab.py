@@ -19,7 +19,11 @@ The changes, and how a variant turns one off (patching the library from here):
 * ``frozen_prefix``: phase 2's log points evaluate the whole network, not the output
   layers on the frozen layers' cached output (`study.inputs.FrozenPrefix`);
 * ``init_o1``: `engine.init_population` compiles at XLA:CPU's default LLVM -O2, not -O1
-  (`step.CPU_INIT_OPTIONS`; only where XLA_FLAGS leave the level open).
+  (`step.CPU_INIT_OPTIONS`; only where XLA_FLAGS leave the level open);
+* ``signed_rank``: the report's Wilcoxon p-values for few pairs with zeros or ties come
+  from `scipy.stats.wilcoxon`'s own permutation test (a Python call per sign flip), not
+  `stats.wilcoxon_p`'s vectorized one (the report's numbers are the same either way;
+  only its time, in the ``report`` phase, differs).
 
 (TensorBoard without TensorFlow, the fourth change, is an import and cannot be undone in
 one process: `study_throughput` times TensorBoard's phase and start-up.)
@@ -46,13 +50,15 @@ import jax
 
 from benchmarks import study_throughput as st
 from imbjax import engine
+from imbjax import stats as stats_lib
 from imbjax import store as store_lib
 from imbjax.engine import loop as loop_lib
 from imbjax.engine import step as step_lib
 from imbjax.study import inputs as inputs_lib
 
-CHANGES = ("shard_like", "outputs_only", "reuse_test_logits", "frozen_prefix", "init_o1")
-PHASES = ("compile", "training", "curves", "evaluation")
+CHANGES = ("shard_like", "outputs_only", "reuse_test_logits", "frozen_prefix", "init_o1",
+           "signed_rank")
+PHASES = ("compile", "training", "curves", "evaluation", "report")
 
 
 @contextlib.contextmanager
@@ -69,6 +75,7 @@ def without(change: str | None):
       "frozen_prefix": (inputs_lib.DeviceInputs, "frozen_prefix",
                         lambda self, trainer, members: None),
       "init_o1": (step_lib, "_init_population_cpu_jit", step_lib._init_population_jit),
+      "signed_rank": (stats_lib, "_EXACT_PERMUTATION_MAX", 0),
   }[change]
   saved = getattr(owner, name)
   setattr(owner, name, replacement)

@@ -1,17 +1,20 @@
 """Where a real study's wall time goes, and how it compares with the step and PyTorch.
 
 Runs a study config (default `experiments/configs/quickstart.py`) through the real
-driver, `imbjax.study.train_and_evaluate`, then `imbjax.figures.make_all`, in this one
-process, and splits the wall time into phases by wrapping the library's functions from
-here (nothing in `imbjax/` changes):
+driver, `imbjax.study.train_and_evaluate`, then, as `experiments.sweep` does,
+`imbjax.report.write_report` (which draws the figures with `imbjax.figures.make_all`),
+in this one process, and splits the wall time into phases by wrapping the library's
+functions from here (nothing in `imbjax/` changes):
 
 * ``startup`` (interpreter start to the end of the imports; only when run as a program),
   ``config``, ``data`` (`load_data`), ``placement`` (`engine.place`: host to device),
   ``init`` (`engine.init_population`), ``training`` (`train_chunk` calls, waited for),
   ``curves`` (Figure 8's test accuracy at every chunk), ``evaluation`` (test and
   validation logits), ``scoring`` (rows: metrics, thresholding), ``store`` (results store
-  and exported subsets), ``tensorboard``, ``figures``, and ``other`` (the rest of the
-  driver: grid, members, checks);
+  and exported subsets), ``tensorboard``, ``figures`` (`figures.make_all`), ``report``
+  (the rest of `report.write_report`: its import, the statistics, critical-difference
+  diagrams; before 2026-12-07 the benchmark ran `make_all` alone), and ``other`` (the
+  rest of the driver: grid, members, checks);
 * ``compile``: every span JAX reports as tracing, lowering or XLA compilation
   (`jax.monitoring` time spans), taken out of the phase it happened in
   (``compile_by_phase``), with each compiled function's count and seconds.
@@ -510,8 +513,10 @@ def main(argv=None, t_start: float | None = None) -> dict:
     log = (lambda *_: None) if a.quiet else functools.partial(print, flush=True)
     with Instrumented(clock) as inst:
       result = driver.train_and_evaluate(config, workdir, data=data, log=log)
-      if config.make_figures:
-        figures.make_all(workdir)
+      if config.make_figures:  # what experiments.sweep runs after the study
+        with clock.phase("report"):
+          from imbjax import report  # pylint: disable=g-import-not-at-top
+          report.write_report(workdir)
     t_end = time.time()
   finally:
     unlisten()

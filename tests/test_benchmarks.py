@@ -151,7 +151,7 @@ def test_study_quick_run_splits_the_wall_time(capsys):
     assert key in last and last[key] is not None, key
   phases = last["phases"]
   for name in ("config", "data", "training", "compile", "evaluation", "curves", "scoring",
-               "store", "figures", "other"):
+               "store", "figures", "report", "other"):
     assert name in phases and phases[name] >= 0, name
   assert phases["training"] > 0 and phases["compile"] > 0 and phases["data"] > 0
   assert sum(phases.values()) <= last["wall_s"] + 1e-3
