@@ -66,6 +66,22 @@ def _xla_flags_unchanged():
                 f"set them in a subprocess's env, or with monkeypatch.setenv")
 
 
+@pytest.fixture(autouse=True)
+def _jax_config_unchanged():
+  """Nor JAX's process-wide settings (`jax.config`: the compilation cache, the CPU
+  device count, x64, ...), which every later test in the worker would inherit. Restored,
+  and the test fails by name."""
+  import jax  # pylint: disable=g-import-not-at-top
+  before = dict(jax.config.values)
+  yield
+  changed = {k: (before.get(k), v) for k, v in jax.config.values.items()
+             if k in before and before[k] != v}
+  for name, (old, _) in changed.items():
+    jax.config.update(name, old)
+  if changed:
+    pytest.fail(f"the test changed jax.config (restored): {changed}")
+
+
 def pytest_unconfigure(config):
   del config
   if _OWN_CACHE is not None:
