@@ -23,7 +23,10 @@ The changes, and how a variant turns one off (patching the library from here):
 * ``signed_rank``: the report's Wilcoxon p-values for few pairs with zeros or ties come
   from `scipy.stats.wilcoxon`'s own permutation test (a Python call per sign flip), not
   `stats.wilcoxon_p`'s vectorized one (the report's numbers are the same either way;
-  only its time, in the ``report`` phase, differs).
+  only its time, in the ``report`` phase, differs);
+* ``head_cache``: phase 2 runs the frozen layers' forward pass in every step, not once
+  for the phase (`engine.fit`'s ``cache_heads``: the output layers trained on
+  `engine.head_inputs`).
 
 (TensorBoard without TensorFlow, the fourth change, is an import and cannot be undone in
 one process: `study_throughput` times TensorBoard's phase and start-up.)
@@ -57,7 +60,7 @@ from imbjax.engine import step as step_lib
 from imbjax.study import inputs as inputs_lib
 
 CHANGES = ("shard_like", "outputs_only", "reuse_test_logits", "frozen_prefix", "init_o1",
-           "signed_rank")
+           "signed_rank", "head_cache")
 PHASES = ("compile", "training", "curves", "evaluation", "report")
 
 
@@ -76,6 +79,7 @@ def without(change: str | None):
                         lambda self, trainer, members: None),
       "init_o1": (step_lib, "_init_population_cpu_jit", step_lib._init_population_jit),
       "signed_rank": (stats_lib, "_EXACT_PERMUTATION_MAX", 0),
+      "head_cache": (loop_lib, "use_head_cache", lambda trainer, members, data, want: False),
   }[change]
   saved = getattr(owner, name)
   setattr(owner, name, replacement)

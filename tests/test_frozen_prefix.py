@@ -162,3 +162,110 @@ def test_frozen_prefix_only_for_output_only_phases_without_batch_statistics():
       jax.random.key(0), np.arange(8), 4, plan_labels=labels, base_lr=0.01,
       output_only=True)])
   assert inputs_lib.DeviceInputs.frozen_prefix(None, resnet, members) is None
+
+
+class DropoutInHead(nn.Module):
+  """Two output layers with dropout between them: the frozen layers stay fixed."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = nn.relu(nn.Conv(6, (3, 3), name="conv")(x))
+    h = nn.relu(nn.Dense(32, name="fc")(h.reshape(h.shape[0], -1)))
+    h = nn.Dropout(0.5, deterministic=not train)(h)
+    return nn.Dense(4, name="head")(h)
+
+
+class DropoutBeforeHead(nn.Module):
+  """Dropout before the output layer: what it receives changes every step."""
+
+  @nn.compact
+  def __call__(self, x, train: bool = False):
+    h = nn.relu(nn.Dense(32, name="hidden")(x.reshape(x.shape[0], -1)))
+    h = nn.Dropout(0.5, deterministic=not train)(h)
+    return nn.Dense(4, name="head")(h)
+
+
+def _phase2(trainer, n=3, seed=0):
+  """Output-only members on a class-balanced plan, one of them drawn class-wise, and
+  states moved away from their init by a few full steps (a phase 1 stand-in)."""
+  c = trainer.num_classes
+  labels = np.arange(60) % c
+  even = np.arange(0, 60, 2)
+  plans = [np.arange(60), even[np.argsort(labels[even], kind="stable")], np.arange(45)]
+  members = engine.stack_members([
+      engine.make_member(jax.random.key(seed + i), plans[i % 3], c,
+                         plan_labels=labels[plans[i % 3]], base_lr=0.05,
+                         output_only=True, classwise=(i == 1))
+      for i in range(n)])
+  data = engine.TrainData(_images(60, trainer.input_shape, seed),
+                          jnp.asarray(labels, jnp.int32))
+  full = members.replace(output_only=np.zeros(n, bool))
+  state, _ = engine.train_chunk(trainer, engine.init_population(trainer, full), full,
+                                data, 5)
+  return members, engine.restart(trainer, state, members), data
+
+
+@pytest.mark.parametrize("model", ["lenet5", DropoutInHead])
+def test_output_only_phase_from_cached_head_inputs_equals_the_full_step_bit_for_bit(
+    model, monkeypatch):
+  """`fit` trains an output-only phase from `head_inputs` (the frozen layers run once):
+  the same parameters, optimiser state and chunk metrics as the full step, bit for bit,
+  for LeNet-5 and for a network with dropout after the output layer's input."""
+  if isinstance(model, str):
+    trainer = engine.Trainer(model=model, batch_size=32, total_steps=40)
+  else:
+    trainer = engine.Trainer(model=model(), input_shape=(6, 6, 1), num_classes=4,
+                             batch_size=8, total_steps=40, output_layers=("fc", "head"))
+  assert engine.frozen_prefix_is_fixed(trainer)
+  members, start, data = _phase2(trainer)
+  runs = {}
+  for cache in (False, None):
+    calls, metrics = [], []
+    real = engine.loop.head_inputs
+    monkeypatch.setattr(engine.loop, "head_inputs",
+                        lambda *a, real=real, calls=calls: calls.append(1) or real(*a))
+    state = engine.fit(trainer, jax.tree.map(jnp.copy, start), members, data,
+                       num_steps=24, chunk_steps=12, cache_heads=cache,
+                       on_chunk=lambda step, m, s, metrics=metrics: metrics.append(m))
+    runs[cache] = (state, metrics, len(calls))
+  assert runs[False][2] == 0 and runs[None][2] == 1  # computed once for the phase
+  (full, full_m, _), (cached, cached_m, _) = runs[False], runs[None]
+  for (path, a), b in zip(jax.tree_util.tree_flatten_with_path(full)[0],
+                          jax.tree.leaves(cached), strict=True):
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b),
+                                  err_msg=jax.tree_util.keystr(path))
+  for a, b in zip(full_m, cached_m, strict=True):
+    for k in a:
+      np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+  # The frozen layers did not move; the output layer did.
+  moved = jax.tree.map(lambda a, b: bool(np.any(np.asarray(a) != np.asarray(b))),
+                       start.params, cached.params)
+  outs = trainer.output_layers
+  assert all(v for k in outs for v in jax.tree.leaves(moved[k]))
+  assert not any(v for k, sub in moved.items() if k not in outs
+                 for v in jax.tree.leaves(sub))
+
+
+def test_head_cache_only_where_the_frozen_layers_are_fixed():
+  """Dropout before the output layers (or batch statistics) changes what they receive
+  in every step: `fit` then trains the full way, and asking for the cache is refused
+  by name."""
+  trainer = engine.Trainer(model=DropoutBeforeHead(), input_shape=(6, 6, 1),
+                           num_classes=4, batch_size=8, total_steps=40,
+                           output_layers=("head",))
+  assert not engine.frozen_prefix_is_fixed(trainer)
+  assert not engine.frozen_prefix_is_fixed(engine.Trainer(
+      model="resnet10", input_shape=(32, 32, 3), num_classes=4, batch_size=8))
+  members, start, data = _phase2(trainer)
+  state = engine.fit(trainer, start, members, data, num_steps=4, chunk_steps=4)
+  assert np.all(np.isfinite(np.asarray(state.params["head"]["kernel"])))
+  with pytest.raises(ValueError, match=r"cache_heads=True.*DropoutBeforeHead|"
+                     r"cache_heads=True.*random draw"):
+    engine.fit(trainer, state, members, data, num_steps=8, chunk_steps=4,
+               cache_heads=True)
+  # Members that also train the frozen layers never use it.
+  full = members.replace(output_only=np.zeros(3, bool))
+  assert not engine.loop.use_head_cache(trainer, full, data, None)
+  with pytest.raises(ValueError, match="heads need outputs_only|output layers"):
+    engine.train_chunk(trainer, engine.init_population(trainer, full), full, data, 2,
+                       heads=jnp.zeros((3, 60, 32)))

@@ -37,10 +37,11 @@ from imbjax.engine.devices import (COMPUTE_DTYPES, MODEL_AXIS, chunk_mesh, fetch
                                    model_mesh, model_shards, place, resolve_compute_dtype,
                                    use_compilation_cache, use_cpu_devices)
 from imbjax.engine.loop import (TRACE_COUNT, all_output_only, block_size, eval_block,
-                                fine_tune, fit, predict, predict_heads,
-                                train_chunk, train_chunk_streamed)
+                                fine_tune, fit, frozen_prefix_is_fixed, head_inputs,
+                                predict, predict_heads, train_chunk, train_chunk_streamed)
 from imbjax.engine.state import (Member, TrainData, TrainState, make_member,
                                  pad_population, population_size, stack_members)
-from imbjax.engine.step import (batch_indices, check_output_only, init_population,
+from imbjax.engine.step import (apply_with_head, batch_indices, batch_positions,
+                                check_output_only, init_population,
                                 init_state, loss_fn, restart, train_step)
 from imbjax.engine.trainer import Trainer, inspect_model

@@ -6,15 +6,15 @@ from __future__ import annotations
 import functools
 from typing import Callable, Sequence
 
+import flax
 import jax
 import numpy as np
 import jax.numpy as jnp
-from flax import linen as nn
 from jax.sharding import NamedSharding, PartitionSpec
 
 from imbjax.engine.devices import MODEL_AXIS, chunk_mesh, fetch, shard_like
 from imbjax.engine.state import Member, TrainData, TrainState, population_size
-from imbjax.engine.step import _restart, check_output_only, train_step
+from imbjax.engine.step import _restart, apply_with_head, check_output_only, train_step
 from imbjax.engine.trainer import Trainer
 
 # Incremented each time `train_chunk`'s body is traced; tests use it to show that a
@@ -22,13 +22,13 @@ from imbjax.engine.trainer import Trainer
 TRACE_COUNT = {"train_chunk": 0, "predict": 0}
 
 
-def _run_steps(trainer, state, members, data, num_steps, outputs_only=False):
+def _run_steps(trainer, state, members, data, num_steps, outputs_only=False, heads=None):
   """`num_steps` scanned steps of `train_step` vmapped over all models given."""
-  step_fn = jax.vmap(lambda s, m: train_step(trainer, s, m, data,
-                                             outputs_only=outputs_only))
+  step_fn = jax.vmap(lambda s, m, h: train_step(trainer, s, m, data,
+                                                outputs_only=outputs_only, heads=h))
 
   def body(carry, _):
-    carry, metrics = step_fn(carry, members)
+    carry, metrics = step_fn(carry, members, heads)
     return carry, metrics
 
   state, metrics = jax.lax.scan(body, state, None, length=num_steps)
@@ -49,23 +49,25 @@ def block_size(trainer: Trainer, models_per_shard: int) -> int:
   return want
 
 
-def _train_local(trainer, state, members, data, num_steps, outputs_only=False):
+def _train_local(trainer, state, members, data, num_steps, outputs_only=False, heads=None):
   """One device's models: blocks of `block_size` models looped, each block vmapped."""
   p = population_size(members)
   block = block_size(trainer, p)
   if block == p:
-    return _run_steps(trainer, state, members, data, num_steps, outputs_only)
+    return _run_steps(trainer, state, members, data, num_steps, outputs_only, heads)
   n = p // block
-  blocks = jax.tree.map(lambda a: a.reshape(n, block, *a.shape[1:]), (state, members))
-  out = jax.lax.map(lambda sm: _run_steps(trainer, sm[0], sm[1], data, num_steps,
-                                          outputs_only), blocks)
+  blocks = jax.tree.map(lambda a: a.reshape(n, block, *a.shape[1:]),
+                        (state, members, heads))
+  out = jax.lax.map(lambda smh: _run_steps(trainer, smh[0], smh[1], data, num_steps,
+                                           outputs_only, smh[2]), blocks)
   return jax.tree.map(lambda a: a.reshape(p, *a.shape[2:]), out)
 
 
-def _train_chunk(trainer, state, members, data, num_steps, mesh, outputs_only=False):
+def _train_chunk(trainer, state, members, data, num_steps, mesh, outputs_only=False,
+                 heads=None):
   TRACE_COUNT["train_chunk"] += 1
   if mesh is None:
-    return _train_local(trainer, state, members, data, num_steps, outputs_only)
+    return _train_local(trainer, state, members, data, num_steps, outputs_only, heads)
   # Each device trains its slice of the model axis as its own program (shard_map): the
   # models are independent, so no device ever waits for another. Left to the SPMD
   # partitioner instead, the vmapped while-loop of `sampling.epoch_order` (cycle walking)
@@ -75,8 +77,10 @@ def _train_chunk(trainer, state, members, data, num_steps, mesh, outputs_only=Fa
   model = PartitionSpec(MODEL_AXIS)
   local = functools.partial(_train_local, trainer, num_steps=num_steps,
                             outputs_only=outputs_only)
-  return jax.shard_map(local, mesh=mesh, in_specs=(model, model, PartitionSpec()),
-                       out_specs=model, check_vma=False)(state, members, data)
+  return jax.shard_map(
+      lambda s, m, d, h: local(s, m, d, heads=h), mesh=mesh,
+      in_specs=(model, model, PartitionSpec(), model), out_specs=model,
+      check_vma=False)(state, members, data, heads)
 
 
 _train_chunk_jit = jax.jit(_train_chunk, static_argnums=(0, 4, 5, 6), donate_argnums=(1,))
@@ -88,7 +92,7 @@ def all_output_only(members: Member) -> bool:
 
 
 def train_chunk(trainer: Trainer, state: TrainState, members: Member, data: TrainData,
-                num_steps: int, *, outputs_only: bool | None = None
+                num_steps: int, *, outputs_only: bool | None = None, heads=None
                 ) -> tuple[TrainState, dict]:
   """Runs `num_steps` population steps under `lax.scan` (one compiled program).
 
@@ -99,7 +103,8 @@ def train_chunk(trainer: Trainer, state: TrainState, members: Member, data: Trai
 
   A population whose members all train only the output layers (`all_output_only`;
   `outputs_only=None` asks) runs the step without the frozen layers' backward pass
-  (`train_step`'s ``outputs_only``).
+  (`train_step`'s ``outputs_only``); given its `heads` (`head_inputs`, computed once
+  for the phase), the layers before the output layers are not run at all.
 
   Returns:
     (state, metrics): metrics are per-model arrays [P]: mean 'loss' and 'accuracy' over
@@ -107,8 +112,123 @@ def train_chunk(trainer: Trainer, state: TrainState, members: Member, data: Trai
   """
   if outputs_only is None:
     outputs_only = all_output_only(members)
+  outputs_only = bool(outputs_only) and bool(trainer.output_layers)
+  if heads is not None and not outputs_only:
+    raise ValueError("train_chunk: heads are for a population whose members all train "
+                     "only their output layers (two-phase phase 2, cRT)")
   return _train_chunk_jit(trainer, state, members, data, num_steps, chunk_mesh(members),
-                          bool(outputs_only) and bool(trainer.output_layers))
+                          outputs_only, heads)
+
+
+# ----------------------------------------------------------------------------------------
+# Phases that train only the output layers: the frozen layers' output computed once.
+
+
+def _head_inputs_local(trainer, params, plan, images):
+  """One device's models: each model's first-output-layer inputs on the examples of its
+  plan ([P, L] -> [P, L, ...]), in train mode, in batches of the trainer's batch size,
+  the models in blocks as `_train_local` runs them (the step's own per-model program)."""
+  p = population_size(params)
+  block = block_size(trainer, p)
+  b = trainer.batch_size
+
+  def one_model(prm, idx):
+    x = images[idx]
+    n = x.shape[0]
+    x = jnp.pad(x, ((0, (-n) % b),) + ((0, 0),) * (x.ndim - 1))
+    x = x.reshape((-1, b) + x.shape[1:])
+
+    def body(_, xb):
+      return None, apply_with_head(trainer, {"params": prm}, xb, "stop", train=True,
+                                   rngs={})
+
+    _, h = jax.lax.scan(body, None, x)
+    return h.reshape((-1,) + h.shape[2:])[:n]
+
+  blocks = jax.tree.map(lambda a: a.reshape((p // block, block) + a.shape[1:]),
+                        (params, plan))
+  out = jax.lax.map(lambda t: jax.vmap(one_model)(*t), blocks)
+  return out.reshape((p,) + out.shape[2:])
+
+
+def _head_inputs(trainer, params, plan, images, mesh):
+  if mesh is None:
+    return _head_inputs_local(trainer, params, plan, images)
+  model = PartitionSpec(MODEL_AXIS)
+  return jax.shard_map(functools.partial(_head_inputs_local, trainer), mesh=mesh,
+                       in_specs=(model, model, PartitionSpec()), out_specs=model,
+                       check_vma=False)(params, plan, images)
+
+
+_head_inputs_jit = jax.jit(_head_inputs, static_argnums=(0, 4))
+
+
+def head_inputs(trainer: Trainer, state: TrainState, members: Member, data: TrainData):
+  """What each model's first output layer receives on every example of its plan:
+  [P, L, ...], for `train_chunk(..., heads=...)`.
+
+  Valid while the layers before the output layers do not change (every member
+  ``output_only``) and compute the same in every step: no batch statistics and no
+  random draws before the output layers (`frozen_prefix_is_fixed`).
+  """
+  return _head_inputs_jit(trainer, state.params, members.plan, data.images,
+                          chunk_mesh(members))
+
+
+@functools.lru_cache(maxsize=64)
+def _head_spec(trainer: Trainer) -> jax.ShapeDtypeStruct | None:
+  """Shape and dtype of one example's first-output-layer input in train mode, or None
+  when the layers before it draw random numbers (dropout: no rng is given here)."""
+  dummy = jnp.zeros((1,) + tuple(trainer.input_shape), jnp.float32)
+  variables = jax.eval_shape(
+      lambda: trainer.module().init({"params": jax.random.key(0),
+                                     "dropout": jax.random.key(0)}, dummy, train=False))
+  try:
+    out = jax.eval_shape(lambda v: apply_with_head(trainer, v, dummy, "stop", train=True,
+                                                   rngs={}), variables)
+  except flax.errors.InvalidRngError:
+    return None
+  return jax.ShapeDtypeStruct(out.shape[1:], out.dtype)
+
+
+def frozen_prefix_is_fixed(trainer: Trainer) -> bool:
+  """Whether the layers before the trainer's output layers give the same output in every
+  training step while frozen: the model names output layers, keeps no batch statistics,
+  and draws no random numbers (dropout) before its first output layer."""
+  return (bool(trainer.output_layers) and not trainer.has_batch_stats
+          and _head_spec(trainer) is not None)
+
+
+def head_cache_bytes(trainer: Trainer, members: Member) -> int:
+  """Bytes of `head_inputs` for `members` on the device that holds the most of them."""
+  spec = _head_spec(trainer)
+  mesh = chunk_mesh(members)
+  per_device = -(-population_size(members) // (1 if mesh is None else mesh.devices.size))
+  return int(per_device * members.plan.shape[-1] * np.prod(spec.shape)
+             * spec.dtype.itemsize)
+
+
+def use_head_cache(trainer: Trainer, members: Member, data, want: bool | None) -> bool:
+  """Whether `fit` trains `members` from `head_inputs` (see `fit`'s `cache_heads`)."""
+  if want is False or callable(data) or not all_output_only(members):
+    return False
+  if not frozen_prefix_is_fixed(trainer):
+    if want:
+      raise ValueError(
+          f"cache_heads=True but the layers before the output layers "
+          f"{trainer.output_layers} of {trainer.model_name} are not fixed while frozen "
+          f"(batch statistics: {trainer.has_batch_stats}; or a random draw, e.g. "
+          f"dropout, before them): use cache_heads=None or False")
+    return False
+  if want:
+    return True
+  platform = next(iter(members.plan.devices())).platform \
+      if isinstance(members.plan, jax.Array) else jax.default_backend()
+  if platform != "cpu":  # the same bits as the full step: shown on CPU only
+    return False
+  from imbjax.engine import memory  # pylint: disable=g-import-not-at-top
+  budget, _ = memory.device_budget()
+  return head_cache_bytes(trainer, members) <= budget // 8
 
 
 def eval_block(trainer: Trainer) -> int:
@@ -125,29 +245,13 @@ def eval_block(trainer: Trainer) -> int:
 
 def _apply(trainer, variables, x, head=None):
   """The model in eval mode on `x`: logits; with ``head='both'``, (logits, the input of
-  its first output layer); with an array `head`, logits with that array fed to the
-  first output layer in place of what the layers before it compute (those are then
-  unused, and XLA drops them)."""
-  module = trainer.module()
+  its first output layer, as float32); with an array `head`, logits with that array fed
+  to the first output layer in place of what the layers before it compute (those are
+  then unused, and XLA drops them)."""
   if head is None:
-    return module.apply(variables, x, train=False)
-  outputs, seen = set(trainer.output_layers), []
-
-  def intercept(next_fun, args, kwargs, context):
-    path = context.module.path
-    if (not seen and len(path) == 1 and path[0] in outputs
-        and context.method_name == "__call__"):
-      if not isinstance(head, str):
-        args = (head.astype(args[0].dtype),) + tuple(args[1:])
-      seen.append(args[0])
-    return next_fun(*args, **kwargs)
-
-  with nn.intercept_methods(intercept):
-    out = module.apply(variables, x, train=False)
-  if not seen:
-    raise ValueError(f"the model never called an output layer {sorted(outputs)} at the "
-                     f"top level, so its head inputs are undefined")
-  return (out, seen[0].astype(jnp.float32)) if isinstance(head, str) else out
+    return trainer.module().apply(variables, x, train=False)
+  out = apply_with_head(trainer, variables, x, head, train=False)
+  return (out[0], out[1].astype(jnp.float32)) if isinstance(head, str) else out
 
 
 def _predict_local(trainer, params, batch_stats, images, batch_size, indices=None,
@@ -310,7 +414,8 @@ def train_chunk_streamed(trainer: Trainer, state: TrainState, members: Member,
 def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
         num_steps: int, chunk_steps: int = 500, checkpoint_dir=None,
         checkpoint_every: int = 0, log_every: int | None = None,
-        on_chunk: Callable[[int, dict, TrainState], None] | None = None) -> TrainState:
+        on_chunk: Callable[[int, dict, TrainState], None] | None = None,
+        cache_heads: bool | None = None) -> TrainState:
   """Trains a population for `num_steps` iterations, `chunk_steps` per compiled call.
 
   Args:
@@ -330,6 +435,14 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
       log point (``step_done % log_every == 0``) whatever `chunk_steps` is.
     on_chunk: called as ``on_chunk(step_done, host_metrics, state)`` after each chunk
       (e.g. to evaluate the population at log points for convergence curves).
+    cache_heads: for a population whose members all train only their output layers
+      (two-phase phase 2, cRT) on device-resident data: compute what the output layers
+      receive on each model's plan once (`head_inputs`) and run only the output layers
+      in each step. None (default): on CPU, where the layers before are fixed while
+      frozen (`frozen_prefix_is_fixed`) and the cache takes at most 1/8 of a device's
+      memory; its parameters equal the full step's bit for bit there
+      (tests/test_frozen_prefix.py). True: wherever they are fixed (on accelerators,
+      unverified bit for bit). False: never.
 
   Returns:
     The trained state.
@@ -347,6 +460,9 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
     state = shard_like(state, members)  # one compiled program from the first chunk on
   outputs_only = all_output_only(members)
   done = int(fetch(state.step).reshape(-1)[0])
+  heads = None
+  if done < num_steps and use_head_cache(trainer, members, data, cache_heads):
+    heads = head_inputs(trainer, state, members, data)  # the frozen layers, run once
   last_saved = done
   while done < num_steps:
     n = min(chunk_steps, num_steps - done)
@@ -356,7 +472,7 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
       state, metrics = train_chunk_streamed(trainer, state, members, *data(done, n))
     else:
       state, metrics = train_chunk(trainer, state, members, data, n,
-                                   outputs_only=outputs_only)
+                                   outputs_only=outputs_only, heads=heads)
     done += n
     if on_chunk is not None:
       on_chunk(done, fetch(metrics), state)

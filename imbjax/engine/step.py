@@ -113,8 +113,45 @@ def _output_mask(trainer: Trainer, params) -> Any:
   return flax.traverse_util.path_aware_map(lambda path, _: path[0] in outputs, params)
 
 
-def batch_indices(trainer: Trainer, member: Member, step) -> jax.Array:
-  """Indices into the training set of the examples of one model's batch at `step`."""
+class _HeadReached(Exception):
+  """Raised at the first output layer by `apply_with_head(..., head='stop')`."""
+
+
+def apply_with_head(trainer: Trainer, variables, x, head, **apply_kwargs):
+  """`module.apply` with the input of the model's first output layer exposed or replaced.
+
+  ``head='both'``: (the model's output, that input); ``head='stop'``: that input alone,
+  the output layers not run (so they need no rng); an array: the model's output with
+  that array fed to the first output layer in place of what the layers before compute
+  (those are then unused, and XLA drops them). The first output layer is the first
+  top-level module named in `trainer.output_layers` to be called.
+  """
+  outputs, seen = set(trainer.output_layers), []
+
+  def intercept(next_fun, args, kwargs, context):
+    path = context.module.path
+    if (not seen and len(path) == 1 and path[0] in outputs
+        and context.method_name == "__call__"):
+      if not isinstance(head, str):
+        args = (head.astype(args[0].dtype),) + tuple(args[1:])
+      seen.append(args[0])
+      if isinstance(head, str) and head == "stop":
+        raise _HeadReached
+    return next_fun(*args, **kwargs)
+
+  try:
+    with flax.linen.intercept_methods(intercept):
+      out = trainer.module().apply(variables, x, **apply_kwargs)
+  except _HeadReached:
+    return seen[0]
+  if not seen:
+    raise ValueError(f"the model never called an output layer {sorted(outputs)} at the "
+                     f"top level, so its head inputs are undefined")
+  return (out, seen[0]) if isinstance(head, str) else out
+
+
+def batch_positions(trainer: Trainer, member: Member, step) -> jax.Array:
+  """Positions in ``member.plan`` of the examples of one model's batch at `step`."""
   _, shuffle_key, step_key = _keys(member)
   b = trainer.batch_size
   pos_epoch = sampling.epoch_order(shuffle_key, step, b, member.plan_len)
@@ -123,15 +160,27 @@ def batch_indices(trainer: Trainer, member: Member, step) -> jax.Array:
   pos_class = sampling.draw_classwise(
       jax.random.fold_in(step_key, 1), step, b, probs, member.plan,
       member.class_starts, member.class_counts)
-  return member.plan[jnp.where(member.classwise, pos_class, pos_epoch)]
+  return jnp.where(member.classwise, pos_class, pos_epoch)
+
+
+def batch_indices(trainer: Trainer, member: Member, step) -> jax.Array:
+  """Indices into the training set of the examples of one model's batch at `step`."""
+  return member.plan[batch_positions(trainer, member, step)]
 
 
 def loss_fn(trainer: Trainer, params, batch_stats, member: Member, images, labels, step,
-            dropout_key):
-  """Training loss of one model on one batch; returns (loss, (logits, new_batch_stats))."""
+            dropout_key, head=None):
+  """Training loss of one model on one batch; returns (loss, (logits, new_batch_stats)).
+
+  With `head` (the inputs of the first output layer for this batch; a model without
+  batch statistics), the output layers run on it and `images` are not used."""
   module = trainer.module()
   variables = {"params": params}
-  if trainer.has_batch_stats:
+  if head is not None:
+    logits = apply_with_head(trainer, variables, images, head, train=True,
+                             rngs={"dropout": dropout_key})
+    new_stats = batch_stats
+  elif trainer.has_batch_stats:
     variables["batch_stats"] = batch_stats
     logits, updates = module.apply(variables, images, train=True,
                                    rngs={"dropout": dropout_key}, mutable=["batch_stats"])
@@ -155,7 +204,7 @@ def _all_finite(tree) -> jax.Array:
 
 
 def train_step(trainer: Trainer, state: TrainState, member: Member,
-               data: TrainData, *, outputs_only: bool = False
+               data: TrainData, *, outputs_only: bool = False, heads=None
                ) -> tuple[TrainState, dict]:
   """One SGD step of ONE model (vmapped by `train_chunk`).
 
@@ -169,12 +218,26 @@ def train_step(trainer: Trainer, state: TrainState, member: Member,
   2 costs about a forward pass. The output layers' gradients, and so the parameters,
   are the same; only the never-applied updates of the frozen layers (and with them
   their optimiser state, and the divergence check's view of them) are not computed.
+
+  `heads` (with `outputs_only`; `loop.head_inputs`): this model's first-output-layer
+  inputs for every position of its plan, [L, ...], computed once for the phase. The
+  batch's are gathered from it and only the output layers run: the same step at the
+  cost of the output layers (bit for bit on CPU: tests/test_frozen_prefix.py).
   """
+  if heads is not None and not outputs_only:
+    raise ValueError("train_step: heads (cached inputs of the output layers) need "
+                     "outputs_only=True, the layers before them frozen")
   step = state.step
   _, _, step_key = _keys(member)
-  idx = batch_indices(trainer, member, step)
-  images = data.images[idx]
+  pos = batch_positions(trainer, member, step)
+  idx = member.plan[pos]
   labels = data.labels[idx]
+  head = None
+  if heads is None:
+    images = data.images[idx]
+  else:  # the layers before the output layers are not run: they see zeros and are dropped
+    head = heads[pos]
+    images = jnp.zeros((trainer.batch_size,) + tuple(trainer.input_shape), jnp.float32)
   dropout_key = jax.random.fold_in(jax.random.fold_in(step_key, 0), step)
   is_output = _output_mask(trainer, state.params)
 
@@ -183,7 +246,7 @@ def train_step(trainer: Trainer, state: TrainState, member: Member,
       params = jax.tree.map(lambda p, is_out: p if is_out else jax.lax.stop_gradient(p),
                             params, is_output)
     return loss_fn(trainer, params, state.batch_stats, member, images, labels, step,
-                   dropout_key)
+                   dropout_key, head)
 
   (loss, (logits, new_stats)), grads = jax.value_and_grad(loss_of, has_aux=True)(
       state.params)
