@@ -8,8 +8,10 @@ functions from here (nothing in `imbjax/` changes):
 
 * ``startup`` (interpreter start to the end of the imports; only when run as a program),
   ``config``, ``data`` (`load_data`), ``placement`` (`engine.place`: host to device),
-  ``init`` (`engine.init_population`), ``training`` (`train_chunk` calls, waited for),
-  ``curves`` (Figure 8's test accuracy at every chunk), ``evaluation`` (test and
+  ``init`` (`engine.init_population`), ``training`` (`train_chunk` calls, waited for,
+  and an output-only phase's `engine.head_inputs`), ``curves`` (Figure 8's accuracies
+  at every log point; phase 2's on the output layers, `FrozenPrefix`, counted in
+  ``other`` before 2026-12-07, session 14), ``evaluation`` (test and
   validation logits), ``scoring`` (rows: metrics, thresholding), ``store`` (results store
   and exported subsets), ``tensorboard``, ``figures`` (`figures.make_all`), ``report``
   (the rest of `report.write_report`: its import, the statistics, critical-difference
@@ -235,6 +237,10 @@ class Instrumented:
     w(inputs_lib.StreamInputs, "logits", split_phase)
     # The curves' balanced training sample (until 2026-12-02 unwrapped: it fell in 'other').
     w(inputs_lib.DeviceInputs, "logits_of", "curves")
+    # Phase 2's log points on the output layers (until 2026-12-07 unwrapped: 'other'),
+    # and its frozen layers' output, computed once for the phase's training.
+    w(inputs_lib.FrozenPrefix, "logits", "curves")
+    w(loop_lib, "head_inputs", "training", block=True)
     w(group_lib, "rows", "scoring")
     w(group_lib, "export_subsets", "store")
     w(group_lib.Progress, "scalars", "tensorboard")
