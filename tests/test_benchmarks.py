@@ -369,3 +369,14 @@ def test_phase2_step_times_the_three_variants_and_checks_the_parameters(capsys):
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
   with pytest.raises(SystemExit, match="--population"):
     phase2_step.main(["--population", "0"])
+
+
+def test_head_cache_check_compares_the_two_phase_2_paths(capsys):
+  """The device-ready check of phase 2 from cached head inputs: on CPU both paths give
+  the same bits, and it says so in its JSON, with both times."""
+  from benchmarks import head_cache_check
+  out = head_cache_check.main(["--quick"])
+  assert out["bit_equal"] is True and out["max_abs_diff"] == 0.0
+  assert out["models"] == 4 and out["steps"] == 6
+  assert out["full_s"] > 0 and out["cached_s"] > 0
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
