@@ -26,7 +26,10 @@ The changes, and how a variant turns one off (patching the library from here):
   only its time, in the ``report`` phase, differs);
 * ``head_cache``: phase 2 runs the frozen layers' forward pass in every step, not once
   for the phase (`engine.fit`'s ``cache_heads``: the output layers trained on
-  `engine.head_inputs`).
+  `engine.head_inputs`);
+* ``frozen_updates``: phase 2's step computes the frozen layers' optimiser updates (and
+  their momentum) and discards them (`step._SKIP_FROZEN_UPDATES`); the parameters, and so
+  the rows, are the same.
 
 (TensorBoard without TensorFlow, the fourth change, is an import and cannot be undone in
 one process: `study_throughput` times TensorBoard's phase and start-up.)
@@ -60,7 +63,7 @@ from imbjax.engine import step as step_lib
 from imbjax.study import inputs as inputs_lib
 
 CHANGES = ("shard_like", "outputs_only", "reuse_test_logits", "frozen_prefix", "init_o1",
-           "signed_rank", "head_cache")
+           "signed_rank", "head_cache", "frozen_updates")
 PHASES = ("compile", "training", "curves", "evaluation", "report")
 
 
@@ -80,6 +83,7 @@ def without(change: str | None):
       "init_o1": (step_lib, "_init_population_cpu_jit", step_lib._init_population_jit),
       "signed_rank": (stats_lib, "_EXACT_PERMUTATION_MAX", 0),
       "head_cache": (loop_lib, "use_head_cache", lambda trainer, members, data, want: False),
+      "frozen_updates": (step_lib, "_SKIP_FROZEN_UPDATES", False),
   }[change]
   saved = getattr(owner, name)
   setattr(owner, name, replacement)

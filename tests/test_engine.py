@@ -204,6 +204,15 @@ def test_phase2_freezes_all_but_output_layers_bit_exactly(data):
   masked, _ = engine.train_chunk(trainer, masked, phase2, data, 5, outputs_only=False)
   for x, y in zip(jax.tree.leaves(after), jax.tree.leaves(masked.params)):
     np.testing.assert_array_equal(x, np.asarray(y))
+  # The output layers' momentum is the masked path's; the frozen layers' (never
+  # applied) stays as `restart` left it, zero, without the full backward pass.
+  trace, masked_trace = (s.opt_state.inner_state[2].trace for s in (state2, masked))
+  for layer in trace:
+    moved = any(np.any(np.asarray(v) != 0) for v in jax.tree.leaves(trace[layer]))
+    assert moved == (layer in trainer.output_layers), layer
+    if layer in trainer.output_layers:
+      for x, y in zip(jax.tree.leaves(trace[layer]), jax.tree.leaves(masked_trace[layer])):
+        np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
   for layer in before:
     for name in before[layer]:
       same = np.array_equal(before[layer][name].view(np.uint32),

@@ -11,6 +11,7 @@ from typing import Any
 
 import flax
 import jax
+import optax
 import numpy as np
 import jax.numpy as jnp
 
@@ -198,6 +199,12 @@ def loss_fn(trainer: Trainer, params, batch_stats, member: Member, images, label
   return loss, (logits, new_stats)
 
 
+# An output-only step (`train_step`'s `outputs_only`) computes no update for the frozen
+# layers (benchmarks/README.md, "Phase 2 trains from the frozen layers' output"); False
+# computes and discards them as before 2026-12-07 (an A/B switch: `study_ab`).
+_SKIP_FROZEN_UPDATES = True
+
+
 def _all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
   return jnp.all(jnp.stack(leaves))
@@ -216,8 +223,9 @@ def train_step(trainer: Trainer, state: TrainState, member: Member,
   ``output_only``, as in two-phase training's phase 2) differentiates the loss with
   respect to the output layers only: the frozen layers get no backward pass, so phase
   2 costs about a forward pass. The output layers' gradients, and so the parameters,
-  are the same; only the never-applied updates of the frozen layers (and with them
-  their optimiser state, and the divergence check's view of them) are not computed.
+  are the same. The frozen layers' updates, never applied, are not computed either:
+  their optimiser state stays as it was (since 2026-12-07; before, their momentum
+  moved with the weight decay) and the divergence check sees the output layers' alone.
 
   `heads` (with `outputs_only`; `loop.head_inputs`): this model's first-output-layer
   inputs for every position of its plan, [L, ...], computed once for the phase. The
@@ -253,12 +261,25 @@ def train_step(trainer: Trainer, state: TrainState, member: Member,
   tx = trainer.optimizer(member.base_lr, _weight_decay(trainer, member))
   updates, new_opt = tx.update(grads, state.opt_state, state.params)
 
-  finite = jnp.isfinite(loss) & _all_finite(updates)
+  if outputs_only and _SKIP_FROZEN_UPDATES:
+    # The frozen layers' updates are never applied: under the static `outputs_only`
+    # their optimiser state stays as it was and they do not count as divergence, so
+    # XLA drops their optimiser work.
+    frozen_state = optax.tree_utils.tree_map_params(
+        tx, lambda _, is_out: not is_out, state.opt_state, is_output,
+        transform_non_params=lambda _: False)
+    new_opt = jax.tree.map(lambda n, o, frozen: o if frozen else n, new_opt,
+                           state.opt_state, frozen_state)
+    applied = jax.tree.map(lambda u, is_out: u if is_out else None, updates, is_output)
+  else:
+    applied = updates
+  finite = jnp.isfinite(loss) & _all_finite(applied)
   diverged = state.diverged | ~finite
   # jnp.where, not p + mask * u: a frozen parameter must not change by a single bit
   # (0 * u + p turns -0.0 into +0.0 and NaN updates would leak).
   params = jax.tree.map(
-      lambda p, u, is_out: jnp.where(diverged | (member.output_only & ~is_out), p, p + u),
+      lambda p, u, is_out: p if outputs_only and _SKIP_FROZEN_UPDATES and not is_out else
+      jnp.where(diverged | (member.output_only & ~is_out), p, p + u),
       state.params, updates, is_output)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new, old)
   new_state = TrainState(
