@@ -380,3 +380,13 @@ def test_head_cache_check_compares_the_two_phase_2_paths(capsys):
   assert out["models"] == 4 and out["steps"] == 6
   assert out["full_s"] > 0 and out["cached_s"] > 0
   assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
+
+
+def test_phase2_updates_ab_runs_both_ways_with_the_same_parameters(capsys):
+  from benchmarks import phase2_updates_ab
+  from imbjax.engine import step as step_lib
+  out = phase2_updates_ab.main(["--quick", "--cpu-devices", "1"])
+  assert out["params_equal"] is True
+  assert len(out["skip"]["chunk_s"]) == len(out["compute"]["chunk_s"]) == 1
+  assert step_lib._SKIP_FROZEN_UPDATES is True  # restored
+  assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == out
