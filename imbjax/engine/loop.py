@@ -14,7 +14,8 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from imbjax.engine.devices import MODEL_AXIS, chunk_mesh, fetch, shard_like
 from imbjax.engine.state import Member, TrainData, TrainState, population_size
-from imbjax.engine.step import _restart, apply_with_head, check_output_only, train_step
+from imbjax.engine.step import (_platform, _restart, apply_with_head, check_output_only,
+                                train_step)
 from imbjax.engine.trainer import Trainer
 
 # Incremented each time `train_chunk`'s body is traced; tests use it to show that a
@@ -124,6 +125,12 @@ def train_chunk(trainer: Trainer, state: TrainState, members: Member, data: Trai
 # Phases that train only the output layers: the frozen layers' output computed once.
 
 
+def _in_batches(x, batch_size: int):
+  """[N, ...] -> [ceil(N / batch_size), batch_size, ...], the last batch padded with 0."""
+  x = jnp.pad(x, ((0, (-x.shape[0]) % batch_size),) + ((0, 0),) * (x.ndim - 1))
+  return x.reshape((-1, batch_size) + x.shape[1:])
+
+
 def _head_inputs_local(trainer, params, plan, images):
   """One device's models: each model's first-output-layer inputs on the examples of its
   plan ([P, L] -> [P, L, ...]), in train mode, in batches of the trainer's batch size,
@@ -133,10 +140,8 @@ def _head_inputs_local(trainer, params, plan, images):
   b = trainer.batch_size
 
   def one_model(prm, idx):
-    x = images[idx]
-    n = x.shape[0]
-    x = jnp.pad(x, ((0, (-n) % b),) + ((0, 0),) * (x.ndim - 1))
-    x = x.reshape((-1, b) + x.shape[1:])
+    n = idx.shape[0]
+    x = _in_batches(images[idx], b)
 
     def body(_, xb):
       return None, apply_with_head(trainer, {"params": prm}, xb, "stop", train=True,
@@ -222,9 +227,7 @@ def use_head_cache(trainer: Trainer, members: Member, data, want: bool | None) -
     return False
   if want:
     return True
-  platform = next(iter(members.plan.devices())).platform \
-      if isinstance(members.plan, jax.Array) else jax.default_backend()
-  if platform != "cpu":  # the same bits as the full step: shown on CPU only
+  if _platform(members) != "cpu":  # the same bits as the full step: shown on CPU only
     return False
   from imbjax.engine import memory  # pylint: disable=g-import-not-at-top
   budget, _ = memory.device_budget()
@@ -266,10 +269,7 @@ def _predict_local(trainer, params, batch_stats, images, batch_size, indices=Non
   TRACE_COUNT["predict"] += 1
 
   def batches(x):
-    n = x.shape[0]
-    pad = (-n) % batch_size
-    x = jnp.pad(x, ((0, pad),) + ((0, 0),) * (x.ndim - 1))
-    return x.reshape((-1, batch_size) + x.shape[1:]), n
+    return _in_batches(x, batch_size), x.shape[0]
 
   def one_model(p, bs, idx, own):
     variables = {"params": p}
