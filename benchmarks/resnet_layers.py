@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
+from imbjax.engine.devices import add_xla_flag
 from imbjax.models.layers import Conv
 from imbjax.models.resnet import STAGE_STRIDES, STAGE_WIDTHS
 
@@ -157,6 +158,5 @@ if __name__ == "__main__":
   # One-threaded XLA:CPU, set before JAX starts its backend (the imports above do not).
   # Here and not at import: importing this module (tests do, for `layers`) must leave the
   # importing process's XLA_FLAGS as they were.
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") +
-                             " --xla_cpu_multi_thread_eigen=false").strip()
+  add_xla_flag("--xla_cpu_multi_thread_eigen=false")
   main()

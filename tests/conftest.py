@@ -22,10 +22,6 @@ import tempfile
 
 import pytest
 
-_FLAG = "--xla_backend_optimization_level=0"
-if _FLAG not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
-
 # The session's compilation cache: made here by the first process of a session (the
 # xdist controller, or pytest alone); its workers find it in the environment.
 _CACHE_ENV = "IMBJAX_TEST_JAX_CACHE_DIR"
@@ -46,6 +42,12 @@ if "jax" in sys.modules:  # a plugin imported JAX first: its config read the env
   for _name, _value in _CACHE_SETTINGS.items():
     _value = float(_value) if "SECS" in _name else int(_value) if "BYTES" in _name else _value
     jax.config.update(_name.lower(), _value)
+
+# After the cache settings: this imports JAX (whose config reads them), without starting
+# its backend (which reads XLA_FLAGS).
+from imbjax.engine.devices import add_xla_flag  # pylint: disable=g-import-not-at-top
+
+add_xla_flag("--xla_backend_optimization_level=0")
 
 
 @pytest.fixture(autouse=True)

@@ -93,3 +93,19 @@ def test_the_sweep_binary_refuses_an_empty_cache_flag_by_name(tmp_path):
   assert proc.returncode != 0
   assert ("--compilation_cache: compilation cache must be 'auto', 'none' or a directory, "
           "got ''") in proc.stderr + proc.stdout
+
+
+def test_add_xla_flag_keeps_a_setting_the_user_made(monkeypatch):
+  """The one way imbjax, its benchmarks and this suite add an XLA flag: appended once,
+  never over a value the user's XLA_FLAGS give for the same flag."""
+  monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=true")
+  assert not devices.add_xla_flag("--xla_cpu_multi_thread_eigen=false")
+  assert devices.add_xla_flag("--xla_backend_optimization_level=1")
+  assert not devices.add_xla_flag("--xla_backend_optimization_level=1")
+  assert os.environ["XLA_FLAGS"] == ("--xla_cpu_multi_thread_eigen=true "
+                                     "--xla_backend_optimization_level=1")
+  monkeypatch.delenv("XLA_FLAGS")
+  assert devices.add_xla_flag("--xla_cpu_multi_thread_eigen=false")
+  assert os.environ["XLA_FLAGS"] == "--xla_cpu_multi_thread_eigen=false"
+  with pytest.raises(ValueError, match=r"'--xla_name=value', got 'multi_thread'"):
+    devices.add_xla_flag("multi_thread")

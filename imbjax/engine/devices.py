@@ -89,10 +89,23 @@ def use_cpu_devices(n: int) -> int:
     raise ValueError(f"cpu devices must be an int >= 0 (0: one per core), got {n!r}")
   n = n or os.cpu_count() or 1
   jax.config.update("jax_num_cpu_devices", n)
-  flags = os.environ.get("XLA_FLAGS", "")
-  if n > 1 and "xla_cpu_multi_thread_eigen" not in flags:
-    os.environ["XLA_FLAGS"] = (flags + " --xla_cpu_multi_thread_eigen=false").strip()
+  if n > 1:
+    add_xla_flag("--xla_cpu_multi_thread_eigen=false")
   return n
+
+
+def add_xla_flag(flag: str) -> bool:
+  """Appends `flag` (``--name=value``) to XLA_FLAGS unless they name ``name`` already
+  (the user's own setting wins); XLA reads them when JAX starts its backend, so call
+  this before the first computation. Returns whether it was added."""
+  name = flag.split("=", 1)[0]
+  if not name.startswith("--xla_"):
+    raise ValueError(f"an XLA flag looks like '--xla_name=value', got {flag!r}")
+  flags = os.environ.get("XLA_FLAGS", "")
+  if name.removeprefix("--") in flags:
+    return False
+  os.environ["XLA_FLAGS"] = (flags + " " + flag).strip()
+  return True
 
 
 COMPILATION_CACHE_ENV = "IMBJAX_CACHE_DIR"
