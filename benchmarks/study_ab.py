@@ -82,7 +82,7 @@ def without(change: str | None):
                         lambda self, trainer, members: None),
       "init_o1": (step_lib, "_init_population_cpu_jit", step_lib._init_population_jit),
       "signed_rank": (stats_lib, "_EXACT_PERMUTATION_MAX", 0),
-      "head_cache": (loop_lib, "use_head_cache", lambda trainer, members, data, want: False),
+      "head_cache": (loop_lib, "use_head_cache", lambda trainer, members, data, want, **_: False),
       "frozen_updates": (step_lib, "_SKIP_FROZEN_UPDATES", False),
   }[change]
   saved = getattr(owner, name)

@@ -269,3 +269,32 @@ def test_head_cache_only_where_the_frozen_layers_are_fixed():
   with pytest.raises(ValueError, match="heads need outputs_only|output layers"):
     engine.train_chunk(trainer, engine.init_population(trainer, full), full, data, 2,
                        heads=jnp.zeros((3, 60, 32)))
+
+
+
+def test_default_head_cache_fits_beside_what_the_phase_keeps_on_the_device(monkeypatch):
+  """By default the cache takes at most an eighth of a device's budget, and only memory
+  that the phase's state, members and data leave free (the study's memory plan checked
+  those without the cache)."""
+  trainer = engine.Trainer(model=DropoutInHead(), input_shape=(6, 6, 1), num_classes=4,
+                           batch_size=8, total_steps=40, output_layers=("fc", "head"))
+  members, state, data = _phase2(trainer)
+  cache = engine.loop.head_cache_bytes(trainer, members)
+  assert cache == 3 * 60 * 216 * 4  # 3 models x the plans' length x fc's 6x6x6 inputs
+
+  def allowed(budget, data):
+    monkeypatch.setenv("IMBJAX_MEMORY_BUDGET", str(budget))
+    return engine.loop.use_head_cache(trainer, members, data, None, state=state)
+
+  resident = engine.loop.resident_bytes((state, members, data))
+  # Exact on one device, where every array is whole.
+  assert resident == sum(np.asarray(a).nbytes
+                         for a in jax.tree.leaves((state, members, data)))
+  assert allowed(8 * cache + resident, data)
+  assert not allowed(8 * cache - 8, data)  # more than an eighth
+  # Within an eighth of the budget, but not beside a large training split.
+  big = data.replace(images=jnp.zeros((8 * cache // 144, 6, 6, 1)))
+  resident = engine.loop.resident_bytes((state, members, big))
+  assert 8 * cache <= resident + cache - 1
+  assert not allowed(resident + cache - 1, big)
+  assert allowed(resident + cache, big)

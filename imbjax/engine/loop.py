@@ -3,6 +3,7 @@ streamed loop, prediction, and `fit` with Orbax checkpoints."""
 
 from __future__ import annotations
 
+import collections
 import functools
 from typing import Callable, Sequence
 
@@ -213,9 +214,33 @@ def head_cache_bytes(trainer: Trainer, members: Member) -> int:
              * spec.dtype.itemsize)
 
 
-def use_head_cache(trainer: Trainer, members: Member, data, want: bool | None) -> bool:
-  """Whether `fit` trains `members` from `head_inputs` (see `fit`'s `cache_heads`)."""
-  if want is False or callable(data) or not all_output_only(members):
+def resident_bytes(tree) -> int:
+  """Bytes `tree`'s arrays hold on the device that holds the most of them (a host array
+  counts whole, as it would be placed replicated)."""
+  per_device = collections.Counter()
+  host = 0
+  for leaf in jax.tree.leaves(tree):
+    if isinstance(leaf, jax.Array):
+      for shard in leaf.addressable_shards:
+        per_device[shard.device] += shard.data.nbytes
+    else:
+      host += np.asarray(leaf).nbytes
+  return host + max(per_device.values(), default=0)
+
+
+def use_head_cache(trainer: Trainer, members: Member, data, want: bool | None, *,
+                   outputs_only: bool | None = None, state: TrainState | None = None
+                   ) -> bool:
+  """Whether `fit` trains `members` from `head_inputs` (see `fit`'s `cache_heads`).
+
+  `outputs_only`, where the caller has it, is `all_output_only(members)`. By default
+  (`want` None) the cache must fit in an eighth of a device's memory budget and beside
+  what the phase keeps there already (`state`, `members`, `data`: `resident_bytes`),
+  which the study's memory plan (`engine.memory.plan`) has checked without it.
+  """
+  if outputs_only is None:
+    outputs_only = all_output_only(members)
+  if want is False or callable(data) or not outputs_only:
     return False
   if not frozen_prefix_is_fixed(trainer):
     if want:
@@ -231,7 +256,8 @@ def use_head_cache(trainer: Trainer, members: Member, data, want: bool | None) -
     return False
   from imbjax.engine import memory  # pylint: disable=g-import-not-at-top
   budget, _ = memory.device_budget()
-  return head_cache_bytes(trainer, members) <= budget // 8
+  free = budget - resident_bytes((state, members, data))
+  return head_cache_bytes(trainer, members) <= min(budget // 8, free)
 
 
 def eval_block(trainer: Trainer) -> int:
@@ -440,7 +466,8 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
       receive on each model's plan once (`head_inputs`) and run only the output layers
       in each step. None (default): on CPU, where the layers before are fixed while
       frozen (`frozen_prefix_is_fixed`) and the cache takes at most 1/8 of a device's
-      memory; its parameters equal the full step's bit for bit there
+      memory, and no more than the state, members and data leave free there
+      (`use_head_cache`); its parameters equal the full step's bit for bit there
       (tests/test_frozen_prefix.py). True: wherever they are fixed (on accelerators,
       unverified bit for bit). False: never.
 
@@ -461,7 +488,8 @@ def fit(trainer: Trainer, state: TrainState, members: Member, data, *,
   outputs_only = all_output_only(members)
   done = int(fetch(state.step).reshape(-1)[0])
   heads = None
-  if done < num_steps and use_head_cache(trainer, members, data, cache_heads):
+  if done < num_steps and use_head_cache(trainer, members, data, cache_heads,
+                                         outputs_only=outputs_only, state=state):
     heads = head_inputs(trainer, state, members, data)  # the frozen layers, run once
   last_saved = done
   while done < num_steps:
