@@ -271,7 +271,6 @@ def test_head_cache_only_where_the_frozen_layers_are_fixed():
                        heads=jnp.zeros((3, 60, 32)))
 
 
-
 def test_default_head_cache_fits_beside_what_the_phase_keeps_on_the_device(monkeypatch):
   """By default the cache takes at most an eighth of a device's budget, and only memory
   that the phase's state, members and data leave free (the study's memory plan checked
