@@ -11,6 +11,7 @@ import pytest
 from flax import linen as nn
 
 from imbjax import engine
+from imbjax.engine import memory as engine_memory
 from imbjax.study import inputs as inputs_lib
 
 
@@ -285,7 +286,7 @@ def test_default_head_cache_fits_beside_what_the_phase_keeps_on_the_device(monke
     monkeypatch.setenv("IMBJAX_MEMORY_BUDGET", str(budget))
     return engine.loop.use_head_cache(trainer, members, data, None, state=state)
 
-  resident = engine.loop.resident_bytes((state, members, data))
+  resident = engine_memory.resident_bytes((state, members, data))
   # Exact on one device, where every array is whole.
   assert resident == sum(np.asarray(a).nbytes
                          for a in jax.tree.leaves((state, members, data)))
@@ -293,7 +294,7 @@ def test_default_head_cache_fits_beside_what_the_phase_keeps_on_the_device(monke
   assert not allowed(8 * cache - 8, data)  # more than an eighth
   # Within an eighth of the budget, but not beside a large training split.
   big = data.replace(images=jnp.zeros((8 * cache // 144, 6, 6, 1)))
-  resident = engine.loop.resident_bytes((state, members, big))
+  resident = engine_memory.resident_bytes((state, members, big))
   assert 8 * cache <= resident + cache - 1
   assert not allowed(resident + cache - 1, big)
   assert allowed(resident + cache, big)

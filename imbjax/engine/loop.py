@@ -3,7 +3,6 @@ streamed loop, prediction, and `fit` with Orbax checkpoints."""
 
 from __future__ import annotations
 
-import collections
 import functools
 from typing import Callable, Sequence
 
@@ -214,20 +213,6 @@ def head_cache_bytes(trainer: Trainer, members: Member) -> int:
              * spec.dtype.itemsize)
 
 
-def resident_bytes(tree) -> int:
-  """Bytes `tree`'s arrays hold on the device that holds the most of them (a host array
-  counts whole, as it would be placed replicated)."""
-  per_device = collections.Counter()
-  host = 0
-  for leaf in jax.tree.leaves(tree):
-    if isinstance(leaf, jax.Array):
-      for shard in leaf.addressable_shards:
-        per_device[shard.device] += shard.data.nbytes
-    else:
-      host += np.asarray(leaf).nbytes
-  return host + max(per_device.values(), default=0)
-
-
 def use_head_cache(trainer: Trainer, members: Member, data, want: bool | None, *,
                    outputs_only: bool | None = None, state: TrainState | None = None
                    ) -> bool:
@@ -235,7 +220,8 @@ def use_head_cache(trainer: Trainer, members: Member, data, want: bool | None, *
 
   `outputs_only`, where the caller has it, is `all_output_only(members)`. By default
   (`want` None) the cache must fit in an eighth of a device's memory budget and beside
-  what the phase keeps there already (`state`, `members`, `data`: `resident_bytes`),
+  what the phase keeps there already (`state`, `members`, `data`:
+  `memory.resident_bytes`),
   which the study's memory plan (`engine.memory.plan`) has checked without it.
   """
   if outputs_only is None:
@@ -256,7 +242,7 @@ def use_head_cache(trainer: Trainer, members: Member, data, want: bool | None, *
     return False
   from imbjax.engine import memory  # pylint: disable=g-import-not-at-top
   budget, _ = memory.device_budget()
-  free = budget - resident_bytes((state, members, data))
+  free = budget - memory.resident_bytes((state, members, data))
   return head_cache_bytes(trainer, members) <= min(budget // 8, free)
 
 

@@ -29,6 +29,7 @@ Example::
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import math
@@ -103,6 +104,20 @@ def _itemsize(dtype) -> int:
 
 def _nbytes(tree) -> int:
   return sum(int(np.prod(x.shape)) * _itemsize(x.dtype) for x in jax.tree.leaves(tree))
+
+
+def resident_bytes(tree) -> int:
+  """Bytes that `tree`'s arrays hold on the local device holding the most of them; a host
+  array counts whole (as if placed replicated)."""
+  per_device = collections.Counter()
+  host = 0
+  for leaf in jax.tree.leaves(tree):
+    if isinstance(leaf, jax.Array):
+      for shard in leaf.addressable_shards:
+        per_device[shard.device] += int(np.prod(shard.data.shape)) * _itemsize(leaf.dtype)
+    else:
+      host += _nbytes(np.asarray(leaf))
+  return host + max(per_device.values(), default=0)
 
 
 def _one(tree):

@@ -261,7 +261,8 @@ def train_step(trainer: Trainer, state: TrainState, member: Member,
   tx = trainer.optimizer(member.base_lr, _weight_decay(trainer, member))
   updates, new_opt = tx.update(grads, state.opt_state, state.params)
 
-  if outputs_only and _SKIP_FROZEN_UPDATES:
+  skip_frozen = outputs_only and _SKIP_FROZEN_UPDATES
+  if skip_frozen:
     # The frozen layers' updates are never applied: under the static `outputs_only`
     # their optimiser state stays as it was and they do not count as divergence, so
     # XLA drops their optimiser work.
@@ -278,7 +279,7 @@ def train_step(trainer: Trainer, state: TrainState, member: Member,
   # jnp.where, not p + mask * u: a frozen parameter must not change by a single bit
   # (0 * u + p turns -0.0 into +0.0 and NaN updates would leak).
   params = jax.tree.map(
-      lambda p, u, is_out: p if outputs_only and _SKIP_FROZEN_UPDATES and not is_out else
+      lambda p, u, is_out: p if skip_frozen and not is_out else
       jnp.where(diverged | (member.output_only & ~is_out), p, p + u),
       state.params, updates, is_output)
   keep = lambda new, old: jax.tree.map(lambda n, o: jnp.where(diverged, o, n), new, old)
